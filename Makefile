@@ -1,0 +1,31 @@
+# gammaray: everyday commands. `make demo` and `make test` work on a fresh machine from nothing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of torch is installed before the project so that pip does not pull CUDA packages.
+# On a GPU machine, install your CUDA torch into the venv first (or set TORCH_SPEC to it).
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup demo test test-all lint bench bench-quick bench-gpu clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel >/dev/null
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH_SPEC)"
+	$(PIP) install -e ".[test]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/gammaray train --set model.preset=tiny --set train.tokens=300000
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) gammaray-runs .pytest_cache

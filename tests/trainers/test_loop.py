@@ -1,0 +1,93 @@
+"""The loop: loss falls on every data source, resume equals an uninterrupted run, NaN ends a run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from trainers.callbacks import Callback, JsonlLogger, read_jsonl
+from trainers.checkpoint import latest_checkpoint
+from trainers.config import load_run_config
+from trainers.data import write_memmap
+from trainers.loop import read_summary, train
+
+FAST = ["model.preset=tiny", "train.batch_size=8", "train.seq_len=32", "train.threads=1"]
+
+
+def config(*overrides):
+    return load_run_config(None, [*FAST, *overrides])
+
+
+class Crash(Callback):
+    """Stands in for a killed process: raises once the run has passed ``step``."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step(self, step, metrics):
+        if step >= self.step:
+            raise KeyboardInterrupt
+
+
+def losses(path):
+    records = read_jsonl(path)
+    return [(r["kind"], r["step"], r.get("train/loss", r.get("eval/loss"))) for r in records if r["kind"] in ("train", "eval")]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "composite", "text", "memmap"])
+def test_loss_falls_on_every_source(tmp_path, source):
+    overrides = [f"data.source={source}", "train.tokens=40000", "optim.lr=1e-2"]
+    if source == "text":
+        text = tmp_path / "corpus.txt"
+        text.write_text("the quick brown fox jumps over the lazy dog. " * 400)
+        overrides.append(f"data.path={text}")
+    if source == "memmap":
+        tokens = np.tile(np.arange(200, dtype=np.uint16), 200)  # a counting sequence: learnable
+        path = tmp_path / "tokens.bin"
+        write_memmap(path, tokens, vocab_size=200)
+        overrides.append(f"data.path={path}")
+    result = train(config(*overrides), tmp_path / "run")
+    assert result.status == "finished"
+    assert result.final_eval_loss < 0.8 * result.initial_eval_loss, result
+
+
+def test_resume_gives_the_same_trajectory_as_an_uninterrupted_run(tmp_path):
+    run = config("train.tokens=30000", "train.checkpoint_every=20", "train.log_every=5", "train.eval_every=10")
+    straight = train(run, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")])
+
+    interrupted = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(run, interrupted, [JsonlLogger(interrupted / "metrics.jsonl"), Crash(step=65)])
+    assert latest_checkpoint(interrupted).name == "step-00000060"
+    assert read_summary(interrupted) is None
+    resumed = train(run, interrupted, [JsonlLogger(interrupted / "metrics.jsonl")])
+
+    assert resumed.final_eval_loss == straight.final_eval_loss  # exactly, on a CPU
+    assert resumed.initial_eval_loss == straight.initial_eval_loss
+    assert losses(interrupted / "metrics.jsonl") == losses(tmp_path / "straight" / "metrics.jsonl")
+
+
+def test_checkpoints_are_pruned_and_complete(tmp_path):
+    train(config("train.tokens=20000", "train.checkpoint_every=10", "train.keep_checkpoints=2"), tmp_path)
+    folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert folders == ["step-00000060", "step-00000070"]
+    for name in folders:
+        assert (tmp_path / "checkpoints" / name / "meta.json").is_file()
+
+
+def test_a_nan_loss_ends_the_run_as_diverged_at_its_step(tmp_path):
+    result = train(config("train.tokens=20000", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_fraction=0"), tmp_path)
+    assert result.status == "diverged"
+    assert result.diverged_step is not None and 1 <= result.diverged_step <= 10
+    assert result.steps == result.diverged_step
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["diverged_step"] == result.diverged_step
+
+
+def test_result_counts(tmp_path):
+    run = config("train.tokens=10000")
+    result = train(run, tmp_path)
+    assert result.steps == 10000 // (8 * 32)
+    assert result.tokens == result.steps * 8 * 32
+    assert result.train_flops == result.tokens * 6 * result.n_params_non_embedding
+    assert result.tokens_per_s > 0 and result.wall_s > 0

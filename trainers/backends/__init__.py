@@ -1,0 +1,67 @@
+"""The engines that step a model: plain torch (one process) and DeepSpeed ZeRO (one or more).
+
+Both hide behind ``Backend``: the loop hands it batches and a learning rate and never learns
+which one it has.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import torch
+
+from trainers.config import ResolvedRun
+from trainers.distributed import DistInfo
+
+
+class Backend(Protocol):
+    model: torch.nn.Module  # the bare model, on ``device``
+    device: torch.device
+
+    def train_step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimizer step on this process's share (B_local, T+1) of the global batch; returns
+        the loss as a 0-dim tensor on ``device`` (not synchronized, so the loop decides when to wait)."""
+
+    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a (B, T+1) batch, for evaluation (the caller disables gradients)."""
+
+    def mean_across_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """Average ``values`` over the run's processes (identity for one process)."""
+
+    def sum_across_processes(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum ``values`` over the run's processes (identity for one process)."""
+
+    def save(self, directory: Path) -> None:
+        """Write model and optimizer state into ``directory`` (a fresh, empty folder)."""
+
+    def load(self, directory: Path) -> None:
+        """Restore what ``save`` wrote."""
+
+    def close(self) -> None: ...
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        from trainers.errors import ConfigError
+
+        raise ConfigError("train.device: cuda requested but no CUDA GPU is visible")
+    return torch.device(requested)
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def make_backend(run: ResolvedRun, model: torch.nn.Module, dist: DistInfo) -> Backend:
+    if run.config.train.backend == "deepspeed":
+        from trainers.backends.deepspeed_backend import DeepSpeedBackend
+
+        return DeepSpeedBackend(run, model, dist)
+    from trainers.backends.torch_backend import TorchBackend
+
+    return TorchBackend(run, model)

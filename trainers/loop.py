@@ -1,0 +1,234 @@
+"""The training loop: one run, from one resolved config, in this process.
+
+The loop steps, evaluates and checkpoints; everything else (console, JSONL, MLflow, diagnostics)
+hooks in through callbacks. It knows nothing of grids or Ray. Every process of a multi-process
+run calls ``train`` with its own ``DistInfo``; only the main process calls callbacks and writes
+the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+
+from trainers.backends import Backend, make_backend
+from trainers.callbacks import Callback
+from trainers.checkpoint import latest_checkpoint, read_meta, save_checkpoint
+from trainers.config import ResolvedRun, RunConfig, dump_yaml, resolve
+from trainers.data import TokenSource, build_source
+from trainers.distributed import DistInfo
+from trainers.init import init_weights
+from trainers.model import Transformer
+from trainers.optim import lr_at
+
+SUMMARY_FILE = "summary.json"
+
+RunStatus = Literal["finished", "diverged"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run ended as. Losses are mean next-token cross-entropy in nats."""
+
+    run_id: str
+    status: RunStatus
+    n_params: int
+    n_params_non_embedding: int
+    tokens: int  # tokens trained (up to the divergence, if any)
+    steps: int  # optimizer steps done
+    train_flops: int  # tokens × 6 × n_params_non_embedding
+    initial_eval_loss: float
+    final_eval_loss: float  # NaN if diverged
+    tokens_per_s: float  # training throughput, excluding eval and checkpoint time
+    wall_s: float  # this attempt's wall time, start-up included
+    diverged_step: int | None = None  # the step whose loss was first NaN/inf
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_summary(out_dir: Path) -> RunResult | None:
+    """The finished run's result, if ``out_dir`` holds one."""
+    path = Path(out_dir) / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    return RunResult(**json.loads(path.read_text()))
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path,
+    callbacks: Sequence[Callback] = (),
+    dist: DistInfo = DistInfo(),
+) -> RunResult:
+    """Train one run into ``out_dir``, resuming from its latest checkpoint if there is one."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    run = resolve(config)
+    train_config = run.config.train
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    if dist.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(dump_yaml(run.config))
+    source = build_source(run.config.data, seq_len=train_config.seq_len, seed=run.config.seed)
+    model = Transformer(run.arch)
+    init_weights(model, run.config.init, torch.Generator().manual_seed(run.config.seed))
+    backend = make_backend(run, model, dist)
+    try:
+        return _Loop(run, source, backend, out_dir, callbacks if dist.is_main else (), dist, started).run()
+    finally:
+        backend.close()
+
+
+class _Loop:
+    def __init__(
+        self,
+        run: ResolvedRun,
+        source: TokenSource,
+        backend: Backend,
+        out_dir: Path,
+        callbacks: Sequence[Callback],
+        dist: DistInfo,
+        started: float,
+    ):
+        self.resolved, self.source, self.backend, self.out_dir = run, source, backend, out_dir
+        self.callbacks, self.dist, self.started = callbacks, dist, started
+        train = run.config.train
+        self.total_steps = run.steps
+        self.batch_tokens = train.batch_size * train.seq_len
+        self.eval_every = train.eval_every or max(1, self.total_steps // 10)
+        self.checkpoint_every = train.checkpoint_every or max(1, self.total_steps // 5)
+        self.eval_set = self._local_rows(torch.from_numpy(source.eval_batch()), drop_remainder=True)
+
+    def run(self) -> RunResult:
+        step, initial_eval_loss = self._resume()
+        self._resumed_from = step
+        self._emit("on_start", self.resolved.summary(), step)
+        if step == 0:
+            initial_eval_loss = self._evaluate(0)
+        train_seconds, window_start, pending = 0.0, step, []
+        window_clock = time.perf_counter()
+        diverged_step = None
+        while step < self.total_steps:
+            batch = torch.from_numpy(self.source.train_batch(step, self.resolved.config.train.batch_size))
+            lr = lr_at(step, self.total_steps, self.resolved.config.optim)
+            pending.append(self.backend.train_step(self._local_rows(batch), lr))
+            step += 1
+            at_log = step % self.resolved.config.train.log_every == 0 or step == self.total_steps
+            at_eval = step % self.eval_every == 0 and step < self.total_steps
+            at_checkpoint = step % self.checkpoint_every == 0 and step < self.total_steps
+            if not (at_log or at_eval or at_checkpoint):
+                continue
+            # Wait for the device only here: reading losses every step would stall a GPU.
+            losses = self.backend.mean_across_processes(torch.stack(pending)).cpu()
+            elapsed = time.perf_counter() - window_clock
+            train_seconds += elapsed
+            finite = torch.isfinite(losses)
+            if not finite.all():
+                diverged_step = window_start + int((~finite).nonzero()[0]) + 1
+                break
+            self._emit(
+                "on_step",
+                step,
+                {
+                    "train/loss": float(losses[-1]),
+                    "train/loss_mean": float(losses.mean()),
+                    "train/lr": lr,
+                    "train/tokens": step * self.batch_tokens,
+                    "train/tokens_per_s": len(pending) * self.batch_tokens / max(elapsed, 1e-9),
+                },
+            )
+            if at_eval:
+                self._evaluate(step)
+            if at_checkpoint:
+                self._checkpoint(step, initial_eval_loss)
+            pending, window_start, window_clock = [], step, time.perf_counter()
+        return self._finish(step, initial_eval_loss, train_seconds, diverged_step)
+
+    # ---- pieces -------------------------------------------------------------------------------
+
+    def _resume(self) -> tuple[int, float]:
+        checkpoint = latest_checkpoint(self.out_dir)
+        if checkpoint is None:
+            return 0, math.nan
+        self.backend.load(checkpoint)
+        meta = read_meta(checkpoint)
+        return meta["step"], meta["initial_eval_loss"]
+
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> float:
+        batch_size = max(1, self.resolved.config.train.batch_size // self.dist.world_size)
+        total = torch.zeros(2, dtype=torch.float64)  # (sum of per-sequence mean losses, sequences)
+        for chunk in self.eval_set.split(batch_size):
+            loss = self.backend.forward_loss(chunk).double().cpu()
+            total += torch.stack((loss * len(chunk), torch.tensor(float(len(chunk)), dtype=torch.float64)))
+        total = self.backend.sum_across_processes(total).cpu()
+        eval_loss = float(total[0] / total[1])
+        self._emit("on_eval", step, {"eval/loss": eval_loss, "eval/tokens": step * self.batch_tokens})
+        return eval_loss
+
+    def _checkpoint(self, step: int, initial_eval_loss: float) -> None:
+        save_checkpoint(
+            self.out_dir,
+            step,
+            meta={"initial_eval_loss": initial_eval_loss, "run_id": self.resolved.run_id},
+            write_state=self.backend.save,
+            is_main=self.dist.is_main,
+            barrier=self._barrier,
+            keep=self.resolved.config.train.keep_checkpoints,
+        )
+
+    def _finish(self, step: int, initial_eval_loss: float, train_seconds: float, diverged_step: int | None) -> RunResult:
+        if diverged_step is None:
+            final_eval_loss = self._evaluate(step)
+            trained_steps = step
+        else:
+            final_eval_loss = math.nan
+            trained_steps = diverged_step
+        tokens = trained_steps * self.batch_tokens
+        result = RunResult(
+            run_id=self.resolved.run_id,
+            status="finished" if diverged_step is None else "diverged",
+            n_params=self.resolved.n_params,
+            n_params_non_embedding=self.resolved.n_params_non_embedding,
+            tokens=tokens,
+            steps=trained_steps,
+            train_flops=tokens * self.resolved.flops_per_token_6n,
+            initial_eval_loss=initial_eval_loss,
+            final_eval_loss=final_eval_loss,
+            tokens_per_s=(step - self._resumed_from) * self.batch_tokens / train_seconds if train_seconds else 0.0,
+            wall_s=time.perf_counter() - self.started,
+            diverged_step=diverged_step,
+        )
+        if self.dist.is_main:
+            _write_atomic(self.out_dir / SUMMARY_FILE, json.dumps(result.to_dict(), indent=2))
+        self._emit("on_end", result.to_dict())
+        return result
+
+    def _local_rows(self, batch: torch.Tensor, drop_remainder: bool = False) -> torch.Tensor:
+        """This process's share of a global batch: rows rank::world."""
+        if drop_remainder:  # every process must run the same number of forwards (ZeRO-3 gathers)
+            batch = batch[: len(batch) - len(batch) % self.dist.world_size]
+        return batch[self.dist.rank :: self.dist.world_size]
+
+    def _barrier(self) -> None:
+        if self.dist.world_size > 1:
+            torch.distributed.barrier()
+
+    def _emit(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(*args)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    staging = path.with_name(f".{path.name}.tmp")
+    staging.write_text(text)
+    os.replace(staging, path)

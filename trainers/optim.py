@@ -1,0 +1,102 @@
+"""AdamW with decoupled weight decay λ, and the learning-rate schedules.
+
+Decoupled decay (Loshchilov & Hutter, 2019) as in torch.optim.AdamW: θ ← θ − lr·λ·θ at every
+step, so λ is comparable across learning rates only through lr·λ; the γ-init papers pair γ = 1
+with λ = 1 against γ = 0.5 with λ = 0.1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from trainers.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 3e-3  # peak learning rate
+    weight_decay: float = 0.1  # λ, decoupled
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    decay_embeddings: bool = True  # apply λ to the embedding table (and LM head) too
+    schedule: Literal["cosine", "wsd", "constant"] = "cosine"
+    warmup_fraction: float = 0.05  # share of steps with linear warmup from 0
+    decay_fraction: float = 0.2  # wsd: share of steps in the final linear decay
+    min_lr_ratio: float = 0.1  # final lr as a share of the peak
+
+    def validate(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"lr: must be > 0, got {self.lr}")
+        for name in ("weight_decay", "grad_clip", "eps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be in [0, 1), got {getattr(self, name)}")
+        for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
+            raise ConfigError("decay_fraction: warmup_fraction + decay_fraction must be <= 1 for wsd")
+
+
+def param_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
+    """Two AdamW groups: decayed (weight matrices) and not decayed (norm gains, biases, and the
+    embedding table and LM head unless ``decay_embeddings``)."""
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    embedding_ids |= {id(p) for name, p in model.named_parameters() if name.startswith("lm_head")}
+    decay, no_decay = [], []
+    for param in model.parameters():
+        is_embedding = id(param) in embedding_ids
+        if param.ndim < 2 or (is_embedding and not config.decay_embeddings):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(model, config),
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+        foreach=True,
+    )
+
+
+def lr_at(step: int, total_steps: int, config: OptimConfig) -> float:
+    """Learning rate for ``step`` (0-based) of ``total_steps``: a pure function, so resuming
+    needs no scheduler state.
+
+    cosine: linear warmup, then cosine from lr to min_lr_ratio·lr at the last step.
+    wsd:    linear warmup, constant (stable), then linear decay to min_lr_ratio·lr over the last
+            decay_fraction of steps (warmup-stable-decay; Hu et al. 2024, MiniCPM).
+    constant: linear warmup, then constant.
+    """
+    peak, floor = config.lr, config.lr * config.min_lr_ratio
+    warmup_steps = round(config.warmup_fraction * total_steps)
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    if config.schedule == "constant":
+        return peak
+    if config.schedule == "cosine":
+        span = max(total_steps - 1 - warmup_steps, 1)
+        progress = min((step - warmup_steps) / span, 1.0)
+        return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    decay_steps = round(config.decay_fraction * total_steps)
+    decay_start = total_steps - decay_steps
+    if step < decay_start:
+        return peak
+    progress = (step - decay_start + 1) / max(decay_steps, 1)
+    return peak + (floor - peak) * min(progress, 1.0)
