@@ -22,10 +22,15 @@ from trainers.loop import RunResult, read_summary, train
 
 
 def run_local(config: RunConfig, out_dir: str | Path, callbacks: Sequence[Callback] = ()) -> RunResult:
-    """Train ``config`` on this machine with ``train.processes`` processes; rank 0 runs the callbacks."""
+    """Train ``config`` on this machine; rank 0 runs the callbacks.
+
+    A torch run trains in this process. A DeepSpeed run always gets ``train.processes`` fresh
+    processes, even for one: DeepSpeed keeps process-wide state (groups, communicators) that a
+    second engine in the same process would trip over.
+    """
     processes = config.train.processes
     port = free_port()
-    if config.train.backend != "deepspeed" or processes == 1:
+    if config.train.backend != "deepspeed":
         return train(config, out_dir, callbacks, DistInfo(master_port=port))
     context = mp.start_processes(
         _worker,

@@ -5,6 +5,7 @@ import pytest
 from trainers.callbacks import JsonlLogger, read_jsonl
 from trainers.checkpoint import latest_checkpoint
 from trainers.config import load_run_config
+from trainers.errors import TrainingError
 from trainers.launch import run_local
 
 pytestmark = pytest.mark.slow
@@ -40,3 +41,17 @@ def test_zero_with_two_processes_trains_and_matches_torch(tmp_path, torch_run, s
     assert ds[:10] == pytest.approx(plain[:10], rel=1e-3)
     assert result.final_eval_loss == pytest.approx(torch_result.final_eval_loss, rel=2e-2)
     assert latest_checkpoint(tmp_path) is not None
+
+
+def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, torch_run):
+    from tests.trainers.test_loop import Crash, losses
+
+    config = load_run_config(None, [*RUN, "train.backend=deepspeed", "train.processes=1", "train.log_every=5"])
+    straight = run_local(config, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")])
+    folder = tmp_path / "interrupted"
+    with pytest.raises(TrainingError, match="a training process failed"):
+        run_local(config, folder, [JsonlLogger(folder / "metrics.jsonl"), Crash(step=30)])
+    assert latest_checkpoint(folder).name == "step-00000025"
+    resumed = run_local(config, folder, [JsonlLogger(folder / "metrics.jsonl")])
+    assert resumed.final_eval_loss == straight.final_eval_loss
+    assert losses(folder / "metrics.jsonl") == losses(tmp_path / "straight" / "metrics.jsonl")

@@ -18,6 +18,10 @@ def config(*overrides):
     return load_run_config(None, [*FAST, *overrides])
 
 
+class SimulatedCrash(Exception):
+    pass
+
+
 class Crash(Callback):
     """Stands in for a killed process: raises once the run has passed ``step``."""
 
@@ -26,7 +30,7 @@ class Crash(Callback):
 
     def on_step(self, step, metrics):
         if step >= self.step:
-            raise KeyboardInterrupt
+            raise SimulatedCrash(f"crash after step {step}")
 
 
 def losses(path):
@@ -56,7 +60,7 @@ def test_resume_gives_the_same_trajectory_as_an_uninterrupted_run(tmp_path):
     straight = train(run, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")])
 
     interrupted = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SimulatedCrash):
         train(run, interrupted, [JsonlLogger(interrupted / "metrics.jsonl"), Crash(step=65)])
     assert latest_checkpoint(interrupted).name == "step-00000060"
     assert read_summary(interrupted) is None
