@@ -1,0 +1,164 @@
+"""The ``gammaray fit`` and ``gammaray report`` commands.
+
+Both load runs (``--grid NAME`` from the tracking store, or ``--csv FILE``), fit them per
+group and compare the groups. Bad input prints one line ``gammaray: error: <what>`` on stderr
+and exits 2; a run that fits nothing at all also exits 2. The orchestrator's ``gammaray``
+group registers these commands; ``python -m analysis.cli`` runs them on their own.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import click
+
+from analysis.errors import AnalysisError
+
+FORM_CHOICES = ("n", "d", "joint", "isoflop")
+REPORT_BOOTSTRAP = 1000
+
+
+def _fail(message: str) -> None:
+    click.echo(f"gammaray: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _parse_by(by: str | None) -> tuple[str, ...] | None:
+    if by is None:
+        return None
+    columns = tuple(c.strip() for c in by.split(",") if c.strip())
+    return columns
+
+
+def _load(grid: str | None, csv_path: str | None, tracking_uri: str | None):
+    from analysis.load import load_csv, load_grid
+
+    if bool(grid) == bool(csv_path):
+        raise AnalysisError("give exactly one of --grid NAME or --csv FILE")
+    return load_grid(grid, tracking_uri) if grid else load_csv(csv_path)
+
+
+def _notes(analysis) -> list[str]:
+    from analysis.labels import group_label, slice_label
+
+    notes = list(analysis.messages)
+    for fit in analysis.fits:
+        where = f"{group_label(fit.group)}, {fit.form}" + (f" at {slice_label(fit.slice)}" if fit.slice else "")
+        notes += [f"{where}: {m}" for m in fit.messages]
+    return notes
+
+
+def _common_options(function):
+    function = click.option("--tracking-uri", "tracking_uri", metavar="URI", default=None,
+                            help="MLflow tracking URI (default: the workspace's embedded store).")(function)
+    function = click.option("--by", "by", metavar="COLS", default=None,
+                            help="Comma-separated grouping columns (default: init.gamma, or gamma for a CSV).")(function)
+    function = click.option("--csv", "csv_path", metavar="FILE", default=None, help="CSV with columns N, D, loss and grouping columns.")(function)
+    function = click.option("--grid", "grid", metavar="NAME", default=None, help="Grid name in the tracking store.")(function)
+    return function
+
+
+@click.command("fit")
+@_common_options
+@click.option("--form", "form", metavar="n|d|joint|isoflop", default=None, help="Fit only this form (default: every applicable one).")
+@click.option("--bootstrap", "bootstrap", metavar="K", type=int, default=1000, show_default=True, help="Bootstrap resamples per fit (0: no CIs).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document as the last line of stdout.")
+def fit_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None,
+                form: str | None, bootstrap: int, as_json: bool) -> None:
+    """Fit power laws per group, with bootstrap CIs, and say which group descends faster."""
+    from analysis.analyze import analyze
+    from analysis.export import summary_lines, to_json
+
+    try:
+        if form is not None and form not in FORM_CHOICES:
+            raise AnalysisError(f"--form: unknown form '{form}' (expected one of {', '.join(FORM_CHOICES)})")
+        if bootstrap < 0:
+            raise AnalysisError(f"--bootstrap: must be >= 0, got {bootstrap}")
+        table = _load(grid, csv_path, tracking_uri)
+        result = analyze(table, by=_parse_by(by), forms=[form] if form else None, n_bootstrap=bootstrap)
+    except AnalysisError as exc:
+        _fail(str(exc))
+        return
+    for note in _notes(result):
+        click.echo(f"gammaray: note: {note}", err=True)
+    if not as_json:
+        click.echo(_fit_table(result))
+        click.echo("")
+        for line in summary_lines(result):
+            click.echo(line)
+    else:
+        click.echo(to_json(result))
+    if not result.any_ok:
+        _fail("nothing could be fitted (see the notes above)")
+
+
+def _fit_table(analysis) -> str:
+    from analysis.fit import FORM_PARAMS
+    from analysis.labels import PARAM_SYMBOLS, format_ci, format_number, group_label, slice_label
+
+    lines = []
+    for fit in analysis.fits:
+        head = f"{group_label(fit.group):<18} {fit.form:<8} {slice_label(fit.slice):<12} n={fit.n_points:<4}"
+        if not fit.ok and not any(v == v for v in fit.params.values()):
+            lines.append(f"{head} not fitted")
+            continue
+        parts = []
+        for p in FORM_PARAMS[fit.form]:
+            value = fit.params.get(p, float("nan"))
+            if value != value:
+                continue
+            ci = format_ci(fit.ci.get(p))
+            parts.append(f"{PARAM_SYMBOLS.get(p, p)}={format_number(value)}" + (f" {ci}" if ci else ""))
+        lines.append(f"{head} " + "  ".join(parts) + ("" if fit.ok else "  (partial)"))
+    return "\n".join(lines)
+
+
+@click.command("report")
+@_common_options
+@click.option("--out", "out", metavar="FILE.html", default=None, help="Report path (default: <workspace>/reports/<name>/report.html).")
+def report_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, out: str | None) -> None:
+    """Write a self-contained HTML report (with fit.json and fits.csv beside it)."""
+    from analysis.analyze import analyze
+    from analysis.export import write_outputs
+    from analysis.report import write_report
+    from analysis.workspace import default_report_path
+
+    try:
+        table = _load(grid, csv_path, tracking_uri)
+        path = Path(out) if out else default_report_path(table.name)
+        if path.suffix.lower() not in (".html", ".htm"):
+            raise AnalysisError(f"--out: {path}: the report is an HTML file (end the name in .html)")
+        result = analyze(table, by=_parse_by(by), n_bootstrap=REPORT_BOOTSTRAP)
+        try:
+            write_report(result, path)
+            write_outputs(result, path.parent)
+        except OSError as exc:
+            raise AnalysisError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
+    except AnalysisError as exc:
+        _fail(str(exc))
+        return
+    for note in _notes(result):
+        click.echo(f"gammaray: note: {note}", err=True)
+    click.echo(str(path))
+    if not result.any_ok:
+        _fail(f"nothing could be fitted; the report at {path} lists the runs")
+
+
+@click.group()
+def _main() -> None:
+    """gammaray analysis commands (standalone entry point)."""
+
+
+_main.add_command(fit_command)
+_main.add_command(report_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the ``fit``/``report`` commands as a small standalone group."""
+    _main.main(args=list(argv) if argv is not None else None, prog_name="gammaray")
+
+
+if __name__ == "__main__":
+    main()

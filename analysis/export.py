@@ -1,0 +1,188 @@
+"""Machine-readable results: the ``--json`` document, ``fit.json`` and ``fits.csv``.
+
+The JSON document is ``{"fits": [...], "comparison": {...}, ...}``; every fit carries
+``group``, ``form``, ``slice``, ``params`` (``E, A, alpha, B, beta`` for power laws, ``a, b,
+N_coef, D_coef`` for iso-FLOP fits; null where absent), ``ci`` (``[low, high]`` per fitted
+parameter), ``ci_level``, ``n_points``, ``n_bootstrap``, ``ok`` and ``messages``. Non-finite
+numbers are written as null (or the string ``"inf"`` for an unreachable multiplier).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.analyze import Analysis
+from analysis.compare import Comparison, headline
+from analysis.fit import FitResult
+from analysis.labels import group_label
+
+SCHEMA_VERSION = 1
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+    return value
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_clean(v) for v in obj.tolist()]
+    return _num(obj)
+
+
+def fit_to_dict(fit: FitResult) -> dict[str, Any]:
+    """One fit as a JSON-ready dict."""
+    finite = lambda a: a[np.isfinite(a)] if a.size else a  # noqa: E731
+    n, d = finite(fit.n_params), finite(fit.tokens)
+    out = {
+        "group": fit.group,
+        "label": group_label(fit.group),
+        "form": fit.form,
+        "slice": fit.slice,
+        "params": fit.params,
+        "ci": {k: list(v) for k, v in fit.ci.items()},
+        "ci_level": fit.ci_level,
+        "n_points": fit.n_points,
+        "n_bootstrap": fit.n_bootstrap,
+        "ok": fit.ok,
+        "fixed": list(fit.fixed),
+        "messages": list(fit.messages),
+        "objective": fit.objective,
+        "range": {"N": [float(n.min()), float(n.max())] if n.size else None, "D": [float(d.min()), float(d.max())] if d.size else None},
+    }
+    if fit.form == "isoflop":
+        out["slices"] = [
+            {"FLOPs": s.train_flops, "n_points": s.n_points, "N_opt": s.n_opt, "D_opt": s.tokens_opt, "loss_opt": s.loss_opt,
+             "ok": s.ok, "extrapolated": s.extrapolated, "message": s.message}
+            for s in fit.extra.get("slices", ())
+        ]
+    return _clean(out)
+
+
+def comparison_to_dict(c: Comparison) -> dict[str, Any]:
+    """One pairwise comparison as a JSON-ready dict."""
+    return _clean({
+        "form": c.form,
+        "slice": c.slice,
+        "exponent": c.exponent,
+        "axis": c.axis,
+        "first": c.first,
+        "second": c.second,
+        "first_value": c.first_value,
+        "second_value": c.second_value,
+        "first_ci": c.first_ci,
+        "second_ci": c.second_ci,
+        "difference": c.difference,
+        "difference_ci": c.difference_ci,
+        "excludes_zero": c.excludes_zero,
+        "faster": c.faster,
+        "multipliers": [
+            {"axis": m.axis, "at": m.at, "fixed": m.fixed, "target_loss": m.target_loss, "value": m.value, "ci": m.ci, "message": m.message}
+            for m in c.multipliers
+        ],
+        "crossovers": [{"axis": x.axis, "at": x.at, "loss": x.loss, "within_range": x.within_range, "fixed": x.fixed} for x in c.crossovers],
+        "verdict": c.verdict,
+    })
+
+
+def summary_lines(analysis: Analysis) -> list[str]:
+    """The plain-language verdicts a reader sees first."""
+    lines = [c.verdict for c in headline(analysis.comparisons)]
+    if not lines:
+        groups = analysis.groups
+        if len(groups) < 2:
+            lines.append(f"One group ({group_label(groups[0]) if groups else 'none'}): nothing to compare; the fits below describe its scaling.")
+        else:
+            lines.append("No two groups could be fitted with the same form: nothing to compare.")
+    return lines
+
+
+def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
+    """The whole analysis: the ``--json`` document and the content of ``fit.json``."""
+    runs = analysis.table.runs
+    not_fitted = analysis.table.not_finished
+    return _clean({
+        "schema": SCHEMA_VERSION,
+        "source": analysis.table.source,
+        "name": analysis.table.name,
+        "by": list(analysis.by),
+        "forms": list(analysis.forms),
+        "n_bootstrap": analysis.n_bootstrap,
+        "ci_level": analysis.ci_level,
+        "seed": analysis.seed,
+        "runs": {
+            "total": len(runs),
+            "finished": int((runs["state"] == "finished").sum()),
+            "not_fitted": [
+                {"run_id": r.run_id, "state": r.state, "reason": r.reason if isinstance(r.reason, str) else None}
+                for r in not_fitted.itertuples()
+            ],
+        },
+        "fits": [fit_to_dict(f) for f in analysis.fits],
+        "comparison": {
+            "by": list(analysis.by),
+            "summary": summary_lines(analysis),
+            "pairs": [comparison_to_dict(c) for c in analysis.comparisons],
+        },
+        "messages": list(analysis.messages),
+    })
+
+
+def to_json(analysis: Analysis) -> str:
+    """The analysis as one line of JSON."""
+    return json.dumps(analysis_to_dict(analysis), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+FIT_CSV_PARAMS = ("E", "A", "alpha", "B", "beta", "a", "b", "N_coef", "D_coef")
+
+
+def fits_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
+    """(columns, rows) of ``fits.csv``: one row per fit, each parameter with its CI bounds."""
+    group_cols = list(analysis.by)
+    columns = group_cols + ["form", "slice", "ok", "n_points", "n_bootstrap", "ci_level"]
+    present = [p for p in FIT_CSV_PARAMS if any(p in f.params for f in analysis.fits)]
+    for p in present:
+        columns += [p, f"{p}_low", f"{p}_high"]
+    columns.append("messages")
+    rows = []
+    for f in analysis.fits:
+        row: dict[str, Any] = {c: f.group.get(c) for c in group_cols}
+        row.update(form=f.form, slice=";".join(f"{k}={v:.6g}" for k, v in f.slice.items()), ok=f.ok,
+                   n_points=f.n_points, n_bootstrap=f.n_bootstrap, ci_level=f.ci_level)
+        for p in present:
+            lo, hi = f.ci.get(p, (None, None))
+            row.update({p: _num(f.params.get(p)), f"{p}_low": _num(lo), f"{p}_high": _num(hi)})
+        row["messages"] = " | ".join(f.messages)
+        rows.append(row)
+    return columns, rows
+
+
+def write_outputs(analysis: Analysis, directory: Path) -> tuple[Path, Path]:
+    """Write ``fit.json`` and ``fits.csv`` into ``directory``; return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / "fit.json"
+    json_path.write_text(json.dumps(analysis_to_dict(analysis), ensure_ascii=False, allow_nan=False, indent=2) + "\n", encoding="utf-8")
+    csv_path = directory / "fits.csv"
+    columns, rows = fits_rows(analysis)
+    with csv_path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return json_path, csv_path

@@ -1,0 +1,161 @@
+"""IsoFLOP profiles: compute-optimal model size and data (Hoffmann et al. 2022, approach 2).
+
+For each iso-FLOP slice (runs with the same training FLOPs C), a parabola in log N is fitted
+to the final loss; its minimum gives N*(C), and likewise D*(C) from a parabola in log D.
+The exponents then come from least squares on the minima:
+
+    N*(C) = N_coef · C^a        D*(C) = D_coef · C^b
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from analysis.fit import FORM_PARAMS, FitResult, n_distinct
+from analysis.slices import FLOPS_REL_TOL, cluster_values
+
+MIN_DISTINCT_N = 3  # a parabola needs three distinct sizes
+
+
+@dataclass(frozen=True)
+class IsoSlice:
+    """One iso-FLOP slice: its budget ``train_flops`` (C), the parabola minima and their loss.
+
+    ``n_opt``/``tokens_opt``/``loss_opt`` are NaN when the slice has no interior minimum;
+    ``extrapolated`` is True when the minimum lies outside the slice's measured N range.
+    ``coef_n`` are the parabola's coefficients (highest power first) in log N.
+    """
+
+    train_flops: float
+    n_points: int
+    n_range: tuple[float, float]
+    n_opt: float
+    tokens_opt: float
+    loss_opt: float
+    coef_n: tuple[float, float, float] | None
+    ok: bool
+    extrapolated: bool
+    message: str | None
+
+
+def iso_flop_labels(train_flops: np.ndarray, n_params: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Cluster runs by FLOPs; also return the clusters that hold enough distinct N for a parabola."""
+    labels, centers = cluster_values(train_flops, FLOPS_REL_TOL)
+    usable = [j for j in range(len(centers)) if n_distinct(n_params[labels == j]) >= MIN_DISTINCT_N]
+    return labels, centers, usable
+
+
+def has_iso_flop_slices(train_flops: np.ndarray, n_params: np.ndarray) -> bool:
+    """True when at least two FLOPs budgets each hold three or more distinct model sizes."""
+    good = np.isfinite(train_flops) & np.isfinite(n_params) & (n_params > 0)
+    return len(iso_flop_labels(train_flops[good], n_params[good])[2]) >= 2
+
+
+def _parabola_min(log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+    """(argmin of log x, loss at it, coefficients) of a weighted parabola; None without a minimum."""
+    use = weights > 0
+    if n_distinct(np.exp(log_x[use])) < MIN_DISTINCT_N:
+        return None
+    coef = np.polyfit(log_x[use], loss[use], 2, w=np.sqrt(weights[use]))
+    if not np.all(np.isfinite(coef)) or coef[0] <= 0:
+        return None
+    x_opt = -coef[1] / (2 * coef[0])
+    return float(x_opt), float(np.polyval(coef, x_opt)), coef
+
+
+def isoflop_core(
+    n_params: np.ndarray, tokens: np.ndarray, train_flops: np.ndarray, loss: np.ndarray, weights: np.ndarray
+) -> tuple[dict[str, float], list[IsoSlice]]:
+    """Parameters ``a, b, N_coef, D_coef`` (NaN if fewer than two slices have a minimum) and the slices."""
+    labels, centers, usable = iso_flop_labels(train_flops, n_params)
+    slices: list[IsoSlice] = []
+    for j in usable:
+        members = labels == j
+        w = weights[members]
+        n_j, d_j, l_j = n_params[members], tokens[members], loss[members]
+        present = w > 0
+        n_range = (float(n_j[present].min()), float(n_j[present].max())) if present.any() else (np.nan, np.nan)
+        by_n = _parabola_min(np.log(n_j), l_j, w)
+        by_d = _parabola_min(np.log(d_j), l_j, w)
+        if by_n is None or by_d is None:
+            slices.append(IsoSlice(centers[j], int(present.sum()), n_range, np.nan, np.nan, np.nan, None, False, False,
+                                   "no interior minimum: the loss does not turn up at either end of this slice"))
+            continue
+        n_opt = float(np.exp(by_n[0]))
+        extrapolated = not (n_range[0] <= n_opt <= n_range[1])
+        slices.append(IsoSlice(centers[j], int(present.sum()), n_range, n_opt, float(np.exp(by_d[0])), by_n[1],
+                               tuple(float(c) for c in by_n[2]), True, extrapolated,
+                               "the minimum lies outside the measured sizes (extrapolated)" if extrapolated else None))
+    good = [s for s in slices if s.ok]
+    params = {p: float("nan") for p in FORM_PARAMS["isoflop"]}
+    if len(good) >= 2:
+        log_c = np.log([s.train_flops for s in good])
+        a, log_kn = np.polyfit(log_c, np.log([s.n_opt for s in good]), 1)
+        b, log_kd = np.polyfit(log_c, np.log([s.tokens_opt for s in good]), 1)
+        params = {"a": float(a), "b": float(b), "N_coef": float(np.exp(log_kn)), "D_coef": float(np.exp(log_kd))}
+    return params, slices
+
+
+def fit_isoflop(
+    n_params: Sequence[float] | np.ndarray,
+    tokens: Sequence[float] | np.ndarray,
+    train_flops: Sequence[float] | np.ndarray,
+    loss: Sequence[float] | np.ndarray,
+    *,
+    run_ids: Sequence[str] | None = None,
+    group: Mapping[str, Any] | None = None,
+) -> FitResult:
+    """Chinchilla's approach 2 on one group of runs: exponents of N*(C) and D*(C).
+
+    Needs at least two FLOPs budgets with three or more distinct N each and an interior
+    minimum; otherwise ``ok=False`` with a message. Never raises on bad data.
+    """
+    n_arr, d_arr, c_arr, l_arr = (np.asarray(v, dtype=float) for v in (n_params, tokens, train_flops, loss))
+    ids = [str(i) for i in (run_ids if run_ids is not None else range(len(l_arr)))]
+    keep = np.ones(len(l_arr), dtype=bool)
+    messages: list[str] = []
+    for name, values in (("loss", l_arr), ("N", n_arr), ("D", d_arr), ("FLOPs", c_arr)):
+        bad = keep & ~(np.isfinite(values) & (values > 0))
+        if bad.any():
+            messages.append(f"dropped {int(bad.sum())} point(s) with NaN or non-positive {name}")
+            keep &= ~bad
+    n_arr, d_arr, c_arr, l_arr = n_arr[keep], d_arr[keep], c_arr[keep], l_arr[keep]
+    ids = [i for i, k in zip(ids, keep) if k]
+    params, slices = isoflop_core(n_arr, d_arr, c_arr, l_arr, np.ones(len(l_arr)))
+    good = [s for s in slices if s.ok]
+    for s in slices:
+        if s.message:
+            messages.append(f"FLOPs slice {s.train_flops:.3g}: {s.message}")
+    ok = len(good) >= 2
+    if not ok:
+        messages.append(f"{len(good)} iso-FLOP slice(s) with a minimum: need at least 2 for the N*(C), D*(C) exponents")
+    elif len(good) == 2:
+        messages.append("only 2 iso-FLOP slices: the exponents are a line through two points")
+    residuals = np.full(len(l_arr), np.nan)
+    labels, _, _ = iso_flop_labels(c_arr, n_arr)
+    centers = {s.train_flops: s for s in slices}
+    _, all_centers = cluster_values(c_arr, FLOPS_REL_TOL)
+    for j, center in enumerate(all_centers):
+        s = centers.get(center)
+        if s is not None and s.coef_n is not None:
+            members = labels == j
+            residuals[members] = np.log(l_arr[members]) - np.log(np.polyval(s.coef_n, np.log(n_arr[members])))
+    return FitResult(
+        form="isoflop",
+        group=dict(group or {}),
+        slice={},
+        params=params,
+        ok=ok,
+        messages=tuple(messages),
+        n_points=len(l_arr),
+        run_ids=tuple(ids),
+        n_params=n_arr,
+        tokens=d_arr,
+        train_flops=c_arr,
+        loss=l_arr,
+        residuals=residuals,
+        extra={"slices": tuple(slices)},
+    )
