@@ -27,6 +27,7 @@ from trainers.distributed import DistInfo
 from trainers.init import init_weights
 from trainers.model import Transformer
 from trainers.optim import lr_at
+from trainers.probes import build_probes
 
 SUMMARY_FILE = "summary.json"
 
@@ -107,6 +108,8 @@ class _Loop:
         self.eval_every = train.eval_every or max(1, self.total_steps // 10)
         self.checkpoint_every = train.checkpoint_every or max(1, self.total_steps // 5)
         self.eval_set = self._local_rows(torch.from_numpy(source.eval_batch()), drop_remainder=True)
+        # Probes read whole weight matrices: under ZeRO-3 a process holds only a shard of each.
+        self.probes = build_probes(run, source) if dist.is_main and train.zero_stage < 3 else []
 
     def run(self) -> RunResult:
         step, initial_eval_loss = self._resume()
@@ -164,7 +167,7 @@ class _Loop:
         return meta["step"], meta["initial_eval_loss"]
 
     @torch.no_grad()
-    def _evaluate(self, step: int) -> float:
+    def _evaluate(self, step: int, final: bool = False) -> float:
         batch_size = max(1, self.resolved.config.train.batch_size // self.dist.world_size)
         total = torch.zeros(2, dtype=torch.float64)  # (sum of per-sequence mean losses, sequences)
         for chunk in self.eval_set.split(batch_size):
@@ -172,7 +175,15 @@ class _Loop:
             total += torch.stack((loss * len(chunk), torch.tensor(float(len(chunk)), dtype=torch.float64)))
         total = self.backend.sum_across_processes(total).cpu()
         eval_loss = float(total[0] / total[1])
-        self._emit("on_eval", step, {"eval/loss": eval_loss, "eval/tokens": step * self.batch_tokens})
+        metrics = {"eval/loss": eval_loss, "eval/tokens": step * self.batch_tokens}
+        if self.probes:
+            model = self.backend.model
+            was_training = model.training
+            model.eval()
+            for probe in self.probes:
+                metrics.update(probe.measure(model, step, final))
+            model.train(was_training)
+        self._emit("on_eval", step, metrics)
         return eval_loss
 
     def _checkpoint(self, step: int, initial_eval_loss: float) -> None:
@@ -188,7 +199,7 @@ class _Loop:
 
     def _finish(self, step: int, initial_eval_loss: float, train_seconds: float, diverged_step: int | None) -> RunResult:
         if diverged_step is None:
-            final_eval_loss = self._evaluate(step)
+            final_eval_loss = self._evaluate(step, final=True)
             trained_steps = step
         else:
             final_eval_loss = math.nan
