@@ -159,10 +159,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def resolve(config: RunConfig) -> ResolvedRun:
     """Make a config concrete. The vocabulary comes from the data source."""
-    from trainers.data import build_source
+    from trainers.data import source_vocab_size
 
-    source = build_source(config.data, seq_len=config.train.seq_len, seed=config.seed)
-    arch = resolve_architecture(config.model, vocab_size=source.vocab_size, seq_len=config.train.seq_len)
+    vocab_size = source_vocab_size(config.data, seq_len=config.train.seq_len, seed=config.seed)
+    arch = resolve_architecture(config.model, vocab_size=vocab_size, seq_len=config.train.seq_len)
     counts = count_params(arch)
     flops = flops_per_token(arch)
     train = config.train

@@ -24,6 +24,7 @@ __all__ = [
     "SyntheticConfig",
     "TokenSource",
     "build_source",
+    "source_vocab_size",
     "write_memmap",
 ]
 
@@ -41,6 +42,18 @@ def build_source(config: DataConfig, seq_len: int, seed: int) -> TokenSource:
         return _build(config, seq_len, seed)
     except ConfigError as error:
         raise ConfigError(f"data.{error}") from None
+
+
+def source_vocab_size(config: DataConfig, seq_len: int, seed: int) -> int:
+    """The vocabulary of the source ``config`` describes, without generating a corpus.
+
+    Cheap enough to call for every point of a grid: a generated source's vocabulary is in its
+    config (whose ranges were checked when it was built); a file source is opened, which also
+    checks that the file exists, is long enough and has valid metadata.
+    """
+    if config.source in ("text", "memmap"):
+        return build_source(config, seq_len, seed).vocab_size
+    return config.synthetic.vocab_size
 
 
 def _build(config: DataConfig, seq_len: int, seed: int) -> TokenSource:
