@@ -3,7 +3,9 @@
 One file: plotly.js is inlined once in the head (every figure shares it), no fonts, images
 or scripts are fetched, so the report opens offline and can be mailed or archived as is.
 Sections: summary, loss vs N, loss vs D, exponents by group, IsoFLOP (when fitted),
-training curves, residuals, comparisons, fit table, run table, notes and method.
+training curves, residuals, comparisons, the trainer's eval-time measurements (mechanism,
+token-level, reasoning probe, critical γ: each when the grid logged them, else a one-line
+note), fit table, run table, notes and method.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
-from analysis import figures
+from analysis import figures, mechanism_report
 from analysis.analyze import Analysis, plain_value
 from analysis.compare import headline
 from analysis.export import summary_lines
@@ -237,6 +239,24 @@ def _method(analysis: Analysis) -> str:
     )
 
 
+def _measurement_sections(analysis: Analysis, colors: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """HTML of the mechanism, token-level, probe and critical-γ sections, and their nav entries."""
+    html_parts, nav = [], []
+    for item in mechanism_report.sections(analysis, colors):
+        if isinstance(item, mechanism_report.Absent):
+            html_parts.append(_empty(item.note))
+            continue
+        body = "".join(f"<p>{_e(line)}</p>" for line in item.lines)
+        body += "".join(_figure_html(fig, f"fig-{item.anchor}-{i}") for i, fig in enumerate(item.figures))
+        for table in item.tables:
+            caption = f'<p class="lead">{_e(table.caption)}</p>' if table.caption else ""
+            rows = [([_e(cell) for cell in row], "") for row in table.rows]
+            body += caption + f'<div class="scroll">{_table(list(table.header), rows)}</div>'
+        html_parts.append(_section(item.anchor, item.title, body, _e(item.lead)))
+        nav.append((item.anchor, item.title))
+    return html_parts, nav
+
+
 def render_report(analysis: Analysis) -> str:
     """The report as one HTML string."""
     colors = figures.group_colors(analysis.groups)
@@ -264,6 +284,8 @@ def render_report(analysis: Analysis) -> str:
                              "A good fit leaves residuals scattered around 0 without a trend in N or D."))
     sections.append(_section("comparisons", "Comparisons", _comparison_table(analysis, colors),
                              "Every pair of groups for every exponent, form and slice. Multipliers are relative to the faster setting's largest measured scale."))
+    measured, measured_nav = _measurement_sections(analysis, colors)
+    sections += measured
     sections.append(_section("fits", "Fit table", _fit_table(analysis, colors),
                              f"Point estimates with {analysis.ci_level:.0%} bootstrap intervals below them." if analysis.n_bootstrap else ""))
     sections.append(_section("runs", "Runs", _run_table(analysis, colors),
@@ -271,8 +293,8 @@ def render_report(analysis: Analysis) -> str:
     sections.append(_section("method", "Method and notes", _method(analysis) + _notes(analysis)))
     nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("loss-n", "Loss vs N"), ("loss-d", "Loss vs D"), ("exponents", "Exponents"),
-        ("curves", "Training curves"), ("residuals", "Residuals"), ("comparisons", "Comparisons"), ("fits", "Fits"),
-        ("runs", "Runs"), ("method", "Method")))
+        ("curves", "Training curves"), ("residuals", "Residuals"), ("comparisons", "Comparisons"), *measured_nav,
+        ("fits", "Fits"), ("runs", "Runs"), ("method", "Method")))
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>

@@ -16,6 +16,7 @@ from typing import Any, Iterable, Literal, Mapping
 import yaml
 
 from trainers.data import DataConfig
+from trainers.diagnostics import DiagConfig
 from trainers.errors import ConfigError
 from trainers.init import InitConfig
 from trainers.model import Architecture, ModelConfig, count_params, flops_per_token, resolve_architecture
@@ -76,6 +77,8 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    # What is measured at eval time; changes nothing the run trains, so run ids leave it out.
+    diag: DiagConfig = field(default_factory=DiagConfig, metadata={"result": False})
     seed: int = 0  # seeds the init, the data and everything else random
 
 
@@ -96,6 +99,16 @@ class ResolvedRun:
     @property
     def run_id(self) -> str:
         return run_id(self.config)
+
+    @property
+    def eval_every(self) -> int:
+        """Steps between evals: ``train.eval_every``, or ten evals per run."""
+        return self.config.train.eval_every or max(1, self.steps // 10)
+
+    @property
+    def checkpoint_every(self) -> int:
+        """Steps between checkpoints: ``train.checkpoint_every``, or five per run."""
+        return self.config.train.checkpoint_every or max(1, self.steps // 5)
 
     def summary(self) -> dict[str, Any]:
         return {

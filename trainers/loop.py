@@ -105,8 +105,8 @@ class _Loop:
         train = run.config.train
         self.total_steps = run.steps
         self.batch_tokens = train.batch_size * train.seq_len
-        self.eval_every = train.eval_every or max(1, self.total_steps // 10)
-        self.checkpoint_every = train.checkpoint_every or max(1, self.total_steps // 5)
+        self.eval_every = run.eval_every
+        self.checkpoint_every = run.checkpoint_every
         self.eval_set = self._local_rows(torch.from_numpy(source.eval_batch()), drop_remainder=True)
         # Probes read whole weight matrices: under ZeRO-3 a process holds only a shard of each.
         self.probes = build_probes(run, source) if dist.is_main and train.zero_stage < 3 else []

@@ -5,6 +5,7 @@ Shapes in comments: B batch, T sequence length, C d_model, H heads, D head dim, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -121,6 +122,21 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+def first_position_mass(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """The causal softmax attention probability that each query puts on key position 0.
+
+    From queries and keys (B, H, T, D) after RoPE, with SDPA's default scale 1/sqrt(D), the
+    same probabilities ``F.scaled_dot_product_attention(..., is_causal=True)`` uses. Returns
+    (B, H, T) in fp32; row t = 0 is 1 (the first query sees only itself). Builds the (T, T)
+    score matrix per head, so it is for no-grad diagnostic forwards, not for training.
+    """
+    t = q.shape[-2]
+    scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, H, T, T)
+    causal = torch.ones(t, t, dtype=torch.bool, device=q.device).tril()
+    scores = scores.masked_fill(~causal, float("-inf"))
+    return torch.exp(scores[..., 0] - torch.logsumexp(scores, dim=-1))
+
+
 class Attention(nn.Module):
     def __init__(self, arch: Architecture):
         super().__init__()
@@ -134,6 +150,11 @@ class Attention(nn.Module):
         self.attn_gate = arch.attn_gate
         gate_width = {"off": 0, "head": arch.n_heads, "element": c}[arch.attn_gate]
         self.gate_proj = nn.Linear(c, gate_width, bias=False) if gate_width else None
+        # Diagnostics only (``trainers.diagnostics``): while ``record_first_position`` is True, a
+        # forward also stores the probability each query puts on key position 0 in
+        # ``first_position_mass`` (B, H, T). The output is computed exactly as otherwise.
+        self.record_first_position = False
+        self.first_position_mass: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -142,6 +163,8 @@ class Attention(nn.Module):
             return proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
 
         q, k, v = apply_rope(heads(self.q_proj), cos, sin), apply_rope(heads(self.k_proj), cos, sin), heads(self.v_proj)
+        if self.record_first_position:
+            self.first_position_mass = first_position_mass(q.detach(), k.detach())
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)  # (B, T, H, D)
         if self.gate_proj is not None:
             gate = torch.sigmoid(self.gate_proj(x))  # (B, T, H) or (B, T, C)

@@ -1,0 +1,163 @@
+"""Report sections of the eval-time measurements: present with the metrics, a one-line note without,
+and the statistics behind them (paired gains, loss spikes, best γ) on constructed runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.analyze import analyze
+from analysis.critical_gamma import best_group, count_spikes, critical_gamma
+from analysis.load import runs_from_records
+from analysis.mechanism import cells, final_values, token_gains
+from analysis.mechanism_report import Absent, Section, sections
+from analysis.report import render_report
+
+GAMMAS = (0.5, 1.0)
+SIZES = (2e4, 6e4, 1.8e5)
+TOKENS = (1e6, 3e6)
+STEPS = tuple(range(0, 1001, 100))
+
+
+def _grid(measured: bool = True, diverge: bool = False):
+    """2 γ × 3 N × 2 D runs; γ = 1.0 has 0.2 nats lower loss on context tokens, 0.01 elsewhere,
+    condenses (peak at step 400) and answers the held-out pair compositionally."""
+    rng = np.random.default_rng(0)
+    records, histories = [], []
+    for gamma in GAMMAS:
+        small = gamma == 1.0
+        for n in SIZES:
+            for d in TOKENS:
+                run_id = f"g{gamma}-n{n:.0e}-d{d:.0e}"
+                loss = 3.0 + 1e3 / n ** 0.5 - (0.05 if small else 0.0) + rng.normal(0, 0.002)
+                state = "diverged" if diverge and gamma == 0.5 and n == SIZES[-1] else "finished"
+                records.append({"run_id": run_id, "state": state, "init.gamma": gamma, "N": n, "D": d,
+                                "N_non_embedding": n, "FLOPs": 6 * n * d, "loss": loss if state == "finished" else np.nan})
+                for step in STEPS:
+                    train_loss = loss + 2.0 / (1 + step)
+                    if diverge and gamma == 0.5 and step == 700:
+                        train_loss *= 2  # a spike
+                    histories += [(run_id, "train/loss", step, train_loss), (run_id, "tokens", step, step * 4096.0),
+                                  (run_id, "eval/loss", step, train_loss)]
+                    if not measured:
+                        continue
+                    peak = 0.6 if small else 0.05
+                    condensation = peak * np.exp(-((step - 400) / 250) ** 2)
+                    histories += [(run_id, "diag/condensation/all", step, condensation),
+                                  (run_id, "diag/effective_rank_frac/all", step, 1 - condensation),
+                                  (run_id, "diag/attn_sink/all", step, 0.1 if small else 0.3),
+                                  (run_id, "probe/seen_accuracy", step, min(1.0, step / 600)),
+                                  (run_id, "probe/heldout_compositional", step, (0.8 if small else 0.1) * step / 1000),
+                                  (run_id, "probe/heldout_mirrored", step, (0.1 if small else 0.7) * step / 1000)]
+                if measured:
+                    context = 4.0 - (0.2 if small else 0.0) + rng.normal(0, 0.01)
+                    histories += [(run_id, "tokens/loss/trivial", 1000, 1.0 - (0.01 if small else 0.0)),
+                                  (run_id, "tokens/loss/context", 1000, context),
+                                  (run_id, "tokens/loss/other", 1000, 5.0 - (0.01 if small else 0.0)),
+                                  (run_id, "tokens/loss/copy_repeat", 1000, context + 0.1),
+                                  (run_id, "tokens/count/context", 1000, 500.0)]
+    return runs_from_records(records, histories, name="measured" if measured else "plain", source="test")
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return analyze(_grid(), n_bootstrap=200)
+
+
+def test_every_section_appears_when_the_grid_logged_its_metrics(measured):
+    built = sections(measured, {})
+    assert [type(s) for s in built] == [Section] * 4
+    assert [s.title for s in built] == ["Mechanism: condensation", "Token-level", "Reasoning probe", "Critical γ"]
+    html = render_report(measured)
+    for anchor in ("mechanism", "tokens", "probe", "critical-gamma"):
+        assert f'<section id="{anchor}">' in html
+        assert f'href="#{anchor}"' in html
+    assert ": not shown — " not in html
+
+
+def test_sections_are_absent_with_a_one_line_note_without_the_metrics():
+    plain = analyze(_grid(measured=False), n_bootstrap=0)
+    built = sections(plain, {})
+    assert [type(s) for s in built[:3]] == [Absent] * 3
+    html = render_report(plain)
+    for anchor in ("mechanism", "tokens", "probe"):
+        assert f'<section id="{anchor}">' not in html
+    assert html.count(": not shown — ") == 3
+    assert "no run logged diag/ metrics" in html
+    # The γ sweep with train-loss histories still gets its critical-γ section (loss and stability).
+    assert '<section id="critical-gamma">' in html
+
+
+def test_a_csv_grid_without_histories_notes_all_four():
+    table = runs_from_records([{"run_id": "a", "state": "finished", "N": 1e6, "D": 1e9, "loss": 3.0, "gamma": 1.0},
+                               {"run_id": "b", "state": "finished", "N": 2e6, "D": 1e9, "loss": 2.9, "gamma": 1.0}],
+                              name="csv", source="test")
+    built = sections(analyze(table, n_bootstrap=0), {})
+    assert all(isinstance(s, Absent) for s in built)
+    assert all("\n" not in s.note for s in built)
+
+
+def test_token_gain_recovers_the_constructed_context_gain_with_a_ci(measured):
+    result = token_gains(measured.table.runs, measured.table.histories, measured.by, n_boot=500)
+    assert result.reference == "γ=0.5"
+    gains = {g.metric: g for g in result.gains}
+    context = gains["tokens/loss/context"]
+    assert context.group == "γ=1.0" and context.n_cells == 6 and context.n_runs == 12
+    assert context.value == pytest.approx(0.2, abs=0.02)
+    assert context.ci[0] < context.value < context.ci[1] and context.ci[0] > 0.15
+    assert gains["tokens/loss/trivial"].value == pytest.approx(0.01, abs=1e-9)
+    assert "tokens/loss/copy_repeat" in gains  # roles are compared too
+
+
+def test_cells_match_runs_by_n_and_d_within_five_percent():
+    runs = pd.DataFrame({"run_id": ["a", "b", "c"], "N": [1e6, 1.02e6, 2e6], "D": [1e9, 1e9, 1e9]})
+    keys = cells(runs)
+    assert keys["a"] == keys["b"] != keys["c"]
+
+
+def test_final_values_take_the_last_step():
+    hist = pd.DataFrame([("a", "m", 2, 5.0), ("a", "m", 1, 4.0), ("b", "m", 1, 3.0)], columns=["run_id", "metric", "step", "value"])
+    assert final_values(hist, ["m"])["m"].to_dict() == {"a": 5.0, "b": 3.0}
+
+
+def test_loss_spikes_are_counted_against_the_recent_median():
+    assert count_spikes([3.0, 2.9, 2.8, 2.7, 2.6, 2.5, 2.4]) == 0
+    assert count_spikes([3.0, 2.9, 2.8, 2.7, 2.6, 4.0, 2.5]) == 1
+    assert count_spikes([3.0, 1.0]) == 0  # too short to judge
+
+
+def test_critical_gamma_leaves_diverged_groups_out_of_the_best_loss_choice():
+    table = _grid(diverge=True)
+    result = critical_gamma(table.runs, table.histories, ["init.gamma"], n_boot=200)
+    rows = result.table.set_index("group")
+    assert rows.loc["γ=0.5", "diverged"] == 2 and rows.loc["γ=0.5", "spiky_runs"] == 6
+    assert rows.loc["γ=1.0", "diverged"] == 0 and rows.loc["γ=1.0", "spiky_runs"] == 0
+    assert result.best_loss is None  # one stable group: nothing to choose between
+    assert result.best_probe.label == "γ=1.0"
+    assert any("diverged" in note for note in result.notes)
+
+
+def test_best_gamma_by_loss_with_bootstrap_frequency(measured):
+    result = critical_gamma(measured.table.runs, measured.table.histories, ["init.gamma"], n_boot=300)
+    best = result.best_loss
+    assert best.label == "γ=1.0" and best.n_cells == 6
+    assert best.frequency["γ=1.0"] > 0.95
+    assert best.value_ci == (1.0, 1.0)
+
+
+def test_analysis_still_imports_without_torch_and_ray():
+    code = ("import sys; import analysis.report, analysis.mechanism_report, analysis.critical_gamma; "
+            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_tie_for_best_is_reported_as_a_tie_and_shares_the_bootstrap_credit():
+    samples = {"γ=0.5": {"c": np.array([0.0, 0.0])}, "γ=1.0": {"c": np.array([0.0])}}
+    best = best_group("probe", samples, ["γ=0.5", "γ=1.0"], {"γ=0.5": 0.5, "γ=1.0": 1.0}, False, 100, np.random.default_rng(0))
+    assert best.tied == ("γ=0.5", "γ=1.0")
+    assert best.frequency == {"γ=0.5": 0.5, "γ=1.0": 0.5}
