@@ -22,6 +22,9 @@ from analysis.workspace import default_tracking_uri, sqlite_path
 STATES = ("pending", "running", "finished", "failed", "diverged", "cancelled")
 CORE_COLUMNS = ("run_id", "state", "reason", "N", "N_non_embedding", "D", "FLOPs", "loss")
 HISTORY_METRICS = ("train/loss", "eval/loss", "tokens")
+# Namespaces whose every metric is loaded with its history: diagnostics over training, token-level
+# losses and the reasoning probe (trainers.probes).
+HISTORY_PREFIXES = ("diag/", "tokens/", "probe/")
 # Param keys that identify the grouping by default, in order of preference.
 GAMMA_KEYS = ("init.gamma", "gamma")
 # MLflow run status → gammaray state, for runs that lack the gammaray.state tag.
@@ -165,8 +168,8 @@ def _run_record(client: Any, run: Any) -> tuple[dict[str, Any], list[tuple[str, 
     record: dict[str, Any] = {key: parse_param(value) for key, value in run.data.params.items()}
     record.update(run_id=run_id, state=state.lower(), reason=tags.get("gammaray.reason"), _start_time=run.info.start_time or 0)
     history: list[tuple[str, str, int, float]] = []
-    for key in HISTORY_METRICS:
-        if key not in run.data.metrics:
+    for key in sorted(run.data.metrics):
+        if key not in HISTORY_METRICS and not key.startswith(HISTORY_PREFIXES):
             continue
         points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
         history.extend((run_id, key, int(m.step), float(m.value)) for m in points)

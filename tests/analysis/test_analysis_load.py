@@ -72,7 +72,8 @@ def test_grid_final_loss_is_the_last_eval_and_histories_are_kept(grid_store):
     evals = table.histories[(table.histories["run_id"] == run_id) & (table.histories["metric"] == "eval/loss")]
     assert list(evals["step"]) == [100, 200, 400, 800]
     assert final == pytest.approx(evals["value"].iloc[-1])
-    assert set(table.histories["metric"]) == {"train/loss", "eval/loss", "tokens"}  # diag/* is tolerated, not loaded
+    # Loss and token histories, and the diag/, tokens/, probe/ namespaces; not throughput.
+    assert set(table.histories["metric"]) == {"train/loss", "eval/loss", "tokens", "diag/cosine_mean"}
 
 
 def test_unknown_grid_and_missing_store_are_one_line_errors(grid_store, tmp_path):
