@@ -1,0 +1,120 @@
+"""Trainer throughput against a minimal plain-PyTorch loop, and MFU against a measured matmul peak.
+
+For each size, in one process and interleaved (plain, trainer, plain, trainer, ...) so that a
+noisy machine slows both alike:
+  plain    the same model, init, batch and AdamW step in a bare loop over pre-generated batches;
+  trainer  ``trainers.loop.train`` (torch backend) with its data source, logging and checkpoints
+           off the clock: its own ``tokens_per_s`` excludes eval and checkpoint time.
+The ratio trainer/plain is the orchestration tax. MFU = flops_per_token × tokens/s / peak, with
+the peak measured here as the best fp32 matmul rate (square matrices, this process's threads).
+
+    python benchmarks/bench_trainer.py [--sizes tiny,1m,5m] [--steps 30] [--repeats 3] [--deepspeed]
+
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainers.config import load_run_config, resolve  # noqa: E402
+from trainers.data import build_source  # noqa: E402
+from trainers.init import init_weights  # noqa: E402
+from trainers.launch import run_local  # noqa: E402
+from trainers.model import Transformer  # noqa: E402
+from trainers.optim import build_optimizer  # noqa: E402
+
+BATCH = ["train.batch_size=32", "train.seq_len=128"]
+
+
+def matmul_peak_flops(size: int = 1024, seconds: float = 2.0) -> float:
+    """Best observed fp32 FLOP/s of an (n×n)·(n×n) matmul."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(4):
+            torch.mm(a, b)
+        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def plain_tokens_per_s(overrides: list[str], steps: int) -> float:
+    """The reference: the same model and step with nothing around it."""
+    run = resolve(load_run_config(None, overrides))
+    source = build_source(run.config.data, run.config.train.seq_len, run.config.seed)
+    batches = [torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps + 2)]
+    model = Transformer(run.arch)
+    init_weights(model, run.config.init, torch.Generator().manual_seed(0))
+    optimizer = build_optimizer(model, run.config.optim)
+    for step, batch in enumerate(batches):
+        if step == 2:  # two warm-up steps, as the trainer's first window also pays for them
+            start = time.perf_counter()
+        model.loss(batch).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * batches[0].shape[0] * (batches[0].shape[1] - 1) / (time.perf_counter() - start)
+
+
+def trainer_tokens_per_s(overrides: list[str], steps: int) -> float:
+    run = resolve(load_run_config(None, overrides))
+    tokens = (steps + 2) * run.config.train.batch_size * run.config.train.seq_len
+    with tempfile.TemporaryDirectory() as folder:
+        config = load_run_config(None, [*overrides, f"train.tokens={tokens}", "train.eval_every=1000000",
+                                        "train.checkpoint_every=1000000", "train.log_every=1000000"])
+        return run_local(config, folder).tokens_per_s
+
+
+def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, peak: float) -> dict:
+    overrides = [f"model.preset={preset}", *BATCH]
+    plain, trainer, ds = [], [], []
+    for _ in range(repeats):
+        plain.append(plain_tokens_per_s(overrides, steps))
+        trainer.append(trainer_tokens_per_s(overrides, steps))
+        if deepspeed:
+            ds.append(trainer_tokens_per_s([*overrides, "train.backend=deepspeed", "train.zero_stage=2"], steps))
+    flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
+    row = {
+        "preset": preset,
+        "plain_tokens_per_s": statistics.median(plain),
+        "trainer_tokens_per_s": statistics.median(trainer),
+        "trainer_vs_plain": statistics.median(t / p for t, p in zip(trainer, plain)),
+        "trainer_mfu": statistics.median(trainer) * flops_per_token / peak,
+        "plain_mfu": statistics.median(plain) * flops_per_token / peak,
+    }
+    if deepspeed:
+        row["deepspeed_tokens_per_s"] = statistics.median(ds)
+        row["deepspeed_vs_plain"] = statistics.median(d / p for d, p in zip(ds, plain))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="tiny,1m,5m")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--deepspeed", action="store_true", help="also time the DeepSpeed backend (1 process)")
+    args = parser.parse_args()
+    peak = matmul_peak_flops()
+    rows = []
+    for preset in args.sizes.split(","):
+        steps = args.steps if preset not in ("5m",) else max(5, args.steps // 4)
+        rows.append(bench_size(preset, steps, args.repeats, args.deepspeed, peak))
+        print(f"{preset:>5}: trainer {rows[-1]['trainer_tokens_per_s']:,.0f} tok/s = "
+              f"{rows[-1]['trainer_vs_plain']:.3f}× plain, MFU {rows[-1]['trainer_mfu']:.1%}", file=sys.stderr)
+    print(json.dumps({"threads": torch.get_num_threads(), "matmul_peak_flops": peak, "sizes": rows}))
+
+
+if __name__ == "__main__":
+    main()
