@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e ".[test]"
 	touch $@
 
+# The main job: the CPU smoke grid on a local Ray cluster, then its scaling-law report.
 demo: setup
-	$(VENV)/bin/gammaray train --set model.preset=tiny --set train.tokens=300000
+	$(VENV)/bin/gammaray submit grids/smoke.yaml
+	$(VENV)/bin/gammaray report --grid smoke
 
 test: setup
 	$(PY) -m pytest -q

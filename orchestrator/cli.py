@@ -7,62 +7,13 @@ stderr, ``gammaray: error: <key or file>: <what is wrong>``, and exit code 2.
 
 from __future__ import annotations
 
-import functools
-import json
-import math
-import sys
 from pathlib import Path
-from typing import Any, Callable
 
 import click
 
-USER_ERROR_EXIT = 2
-
-
-def fail(message: str) -> None:
-    click.echo(f"gammaray: error: {message}", err=True)
-    sys.exit(USER_ERROR_EXIT)
-
-
-def user_errors(command: Callable) -> Callable:
-    """Report the project's own exceptions as one line and exit 2; let bugs raise."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from trainers.errors import ConfigError
-
-        try:
-            return command(*args, **kwargs)
-        except ConfigError as error:
-            fail(str(error))
-
-    return wrapper
-
-
-def print_json(document: dict[str, Any]) -> None:
-    """One JSON document on the last line of stdout (NaN and inf become null)."""
-    click.echo(json.dumps(_finite(document), default=str))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-set_option = click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config key, e.g. --set init.gamma=0.5 (repeatable).",
-)
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document as the last stdout line.")
-
+from analysis.cli import fit_command, report_command
+from orchestrator.cli_support import json_option, print_json, set_option, user_errors
+from orchestrator.commands import cancel, mlflow_ui, status, submit
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gammaray")
@@ -122,6 +73,10 @@ def inspect(run_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
 
     click.echo(format_report(report))
 
+
+# Grids (orchestrator.commands) and analysis (which imports neither torch nor ray).
+for command in (submit, status, cancel, mlflow_ui, fit_command, report_command):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()

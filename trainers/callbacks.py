@@ -79,7 +79,8 @@ class ConsoleProgress(Callback):
     clean for ``--json``)."""
 
     def __init__(self, stream: TextIO | None = None):
-        self.stream = stream or sys.stderr
+        # None means "stderr at print time": a stream cannot be pickled into spawned workers.
+        self.stream = stream
         self.total_steps = 0
         self.started = time.perf_counter()
 
@@ -107,4 +108,4 @@ class ConsoleProgress(Callback):
         )
 
     def _print(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
+        print(line, file=self.stream or sys.stderr, flush=True)

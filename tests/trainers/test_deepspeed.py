@@ -55,3 +55,13 @@ def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, torch_run):
     resumed = run_local(config, folder, [JsonlLogger(folder / "metrics.jsonl")])
     assert resumed.final_eval_loss == straight.final_eval_loss
     assert losses(folder / "metrics.jsonl") == losses(tmp_path / "straight" / "metrics.jsonl")
+
+
+def test_cli_trains_with_two_deepspeed_processes(tmp_path):
+    from tests.conftest import run_cli
+
+    done = run_cli("train", *[a for o in RUN for a in ("--set", o)], "--set", "train.backend=deepspeed",
+                   "--set", "train.processes=2", "--out", str(tmp_path / "run"), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "eval loss" in done.stderr  # rank 0's progress reached the console
+    assert '"status": "finished"' in done.stdout.strip().splitlines()[-1]

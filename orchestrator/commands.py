@@ -1,0 +1,218 @@
+"""The orchestrator's commands: ``submit``, ``status``, ``cancel`` and ``mlflow-ui``.
+
+They register themselves on the ``gammaray`` group of ``orchestrator.cli``. Every user error
+(a bad grid, an unknown grid, a missing store) is one line on stderr and exit code 2; with
+``--json`` the last line of stdout is one JSON document. ``submit`` exits 1 when a run failed
+or the tracking store could not be written (the JSON says which), 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from orchestrator.cli_support import fail, json_option, print_json, set_option, user_errors
+
+tracking_option = click.option(
+    "--tracking-uri",
+    metavar="URI",
+    help="MLflow tracking store, e.g. http://HOST:PORT (default: sqlite:///<workspace>/mlflow.db).",
+)
+
+
+@click.command()
+@click.argument("grid_file", type=click.Path(dir_okay=False))
+@set_option
+@click.option("--address", metavar="HOST:PORT", help="Join this Ray cluster instead of starting a local one.")
+@tracking_option
+@click.option(
+    "--max-parallel", type=click.IntRange(min=1), help="Run at most K runs at once (overrides the grid's max_parallel)."
+)
+@click.option("--dry-run", is_flag=True, help="Print the run table and totals; launch and write nothing.")
+@json_option
+@user_errors
+def submit(
+    grid_file: str,
+    overrides: tuple[str, ...],
+    address: str | None,
+    tracking_uri: str | None,
+    max_parallel: int | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Train every point of GRID_FILE on Ray and log it to MLflow.
+
+    Runs already finished are skipped; unfinished ones resume from their checkpoints. Progress
+    goes to stderr. --set KEY=VALUE overrides a base config key (or name, max_parallel,
+    retries, resources.cpus/gpus/processes).
+    """
+    from orchestrator.submit import plan as make_plan
+    from orchestrator.submit import run
+    from orchestrator.tables import format_plan, plan_rows
+
+    plan = make_plan(
+        grid_file,
+        overrides,
+        address=address,
+        tracking_uri=tracking_uri,
+        max_parallel=max_parallel,
+        check_machine=not dry_run,
+    )
+    if dry_run:
+        from orchestrator.errors import GridError
+        from orchestrator.plan import check_capacity
+
+        if address is None:
+            try:
+                check_capacity(plan.grid, plan.specs, plan.capacity)
+            except GridError as error:
+                click.echo(f"gammaray: note: not runnable here without --address: {error}", err=True)
+        rows = plan_rows(plan.specs, plan.done)
+        summary = plan.totals()
+        click.echo(format_plan(rows))
+        click.echo(
+            f"grid {plan.grid.name}: {len(plan.specs)} runs, {len(plan.done)} done, {summary['runs']} to train: "
+            f"{summary['train_flops']:.3g} FLOPs, ~{summary['cpu_hours']:.3g} CPU-hours, "
+            f"~{summary['gpu_hours']:.3g} GPU-hours, "
+            f"~{_duration(summary['wall_s'])} at {summary['parallel']} at once on {plan.capacity.source} (estimates)"
+        )
+        if as_json:
+            print_json(
+                {
+                    "grid": plan.grid.name,
+                    "tracking_uri": plan.tracking_uri,
+                    "runs": len(plan.specs),
+                    "trained": 0,
+                    "skipped": len(plan.done),
+                    "failed": 0,
+                    "dry_run": True,
+                    "totals": summary,
+                    "plan": rows,
+                }
+            )
+        return
+    with _sigterm_as_interrupt():
+        outcome = run(plan, address=address)
+    counts = "  ".join(f"{n} {state}" for state, n in outcome.counts.items() if n)
+    click.echo(
+        f"grid {outcome.grid}: {counts}; trained {outcome.trained}, skipped {outcome.skipped}; "
+        f"tracking store {outcome.tracking_uri}",
+        err=True,
+    )
+    if as_json:
+        print_json(outcome.as_json())
+    if outcome.counts["failed"] or not outcome.tracking_ok:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("grid")
+@tracking_option
+@json_option
+@user_errors
+def status(grid: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Show the runs of GRID (a grid name or grid file) from the tracking store."""
+    from orchestrator.status import grid_status
+    from orchestrator.tables import format_status
+
+    document = grid_status(_uri(tracking_uri), _grid_name(grid))
+    if as_json:
+        print_json(document)
+    else:
+        click.echo(format_status(document))
+
+
+@click.command()
+@click.argument("grid")
+@tracking_option
+@json_option
+@user_errors
+def cancel(grid: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Stop the pending and running runs of GRID (a grid name or grid file).
+
+    They are marked cancelled in the tracking store; a running driver stops their Ray tasks
+    within seconds. Checkpoints are kept: submitting the grid again resumes them.
+    """
+    from orchestrator.status import request_cancel
+
+    uri, name = _uri(tracking_uri), _grid_name(grid)
+    cancelled = request_cancel(uri, name)
+    if as_json:
+        print_json({"grid": name, "tracking_uri": uri, "cancelled": cancelled})
+    else:
+        click.echo(
+            f"grid {name}: cancelled {len(cancelled)} run(s)" + (f": {', '.join(cancelled)}" if cancelled else "")
+        )
+
+
+@click.command("mlflow-ui")
+@tracking_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface the UI listens on.")
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--print-command", is_flag=True, help="Print the `mlflow ui` command instead of running it.")
+@user_errors
+def mlflow_ui(tracking_uri: str | None, host: str, port: int, print_command: bool) -> None:
+    """Open the MLflow UI on the workspace's tracking store (or --tracking-uri)."""
+    import shlex
+
+    from orchestrator.tracking import ui_command
+
+    uri = _uri(tracking_uri)
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"{uri} is an MLflow server: open it in a browser")
+        return
+    command = ui_command(uri, host, port)
+    if print_command:
+        click.echo(shlex.join(command))
+        return
+    click.echo(f"MLflow UI on http://{host}:{port} ({uri}); Ctrl-C stops it", err=True)
+    os.execv(command[0], command)
+
+
+def _uri(tracking_uri: str | None) -> str:
+    from analysis.workspace import default_tracking_uri
+
+    return tracking_uri or default_tracking_uri()
+
+
+def _grid_name(grid: str) -> str:
+    """A grid name as given, or the ``name`` inside a grid file."""
+    if grid.endswith((".yaml", ".yml")) or Path(grid).is_file():
+        from trainers.config import read_yaml_mapping
+
+        name = read_yaml_mapping(grid).get("name")
+        if not isinstance(name, str):
+            fail(f"{grid}: name: required (the grid's name)")
+        return name
+    return grid
+
+
+def _duration(seconds: float) -> str:
+    from orchestrator.tables import format_duration
+
+    return format_duration(seconds)
+
+
+class _sigterm_as_interrupt:
+    """Turn SIGTERM into KeyboardInterrupt while a grid runs, so the driver stops its tasks and
+    records why before it exits (SIGKILL loses nothing either: see the docs on resubmission)."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+

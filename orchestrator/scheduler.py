@@ -1,0 +1,311 @@
+"""Dispatching a grid's runs on Ray: largest first, within ``max_parallel`` and the cluster.
+
+Each run is one Ray task named ``<grid>/<run-id>`` (a one-process run), or a gang leader of
+that name with one task per process in a placement group (a multi-process DeepSpeed run), so
+the Ray dashboard lists the grid as it runs. Each attempt's outcome decides what follows:
+
+- a result: ``finished``, or ``diverged`` (a normal outcome, with the step as its reason);
+- an exception raised by training: ``failed``, with the exception as its reason (training is
+  deterministic, so trying again would fail again);
+- a dead worker (SIGKILL, out of memory, a lost node) or a dead gang process: the run is
+  launched again, up to ``retries`` times, and resumes from its latest checkpoint;
+- a cancellation request found in the tracking store: the task is stopped, ``cancelled``.
+
+Retries are decided here rather than by Ray's ``max_retries``: one mechanism then covers
+single tasks and gangs alike, and every attempt is visible in the store and on the console.
+None of these outcomes stops the rest of the grid.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from orchestrator.plan import Capacity, largest_first
+from orchestrator.progress import Progress, describe_result, snapshot
+from orchestrator.recorder import Recorder
+from orchestrator.spec import RunSpec
+from orchestrator.tracking import one_line
+from orchestrator.worker import GangWorkerDied, read_attempts, run_gang, train_point
+
+POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
+FLUSH_S = 1.0  # how often new metrics are sent to the store
+CAPACITY_S = 30.0  # how often the cluster's nodes are counted again (autoscaling, lost nodes)
+
+
+@dataclass
+class Attempt:
+    spec: RunSpec
+    number: int  # 1, 2, ...: this submission's attempt at the run
+    ref: Any  # the ObjectRef of the task (or gang leader)
+    placement_group: Any  # for a gang, else None
+    started: float  # time.monotonic() at launch
+    running: bool = False  # the worker has recorded its start
+    cancelled: bool = False  # stopped on request
+
+
+class Scheduler:
+    """Runs ``todo`` to an outcome each; ``states`` holds every run of the grid (skipped ones too)."""
+
+    def __init__(
+        self,
+        todo: Sequence[RunSpec],
+        states: dict[str, str],
+        recorder: Recorder,
+        progress: Progress,
+        capacity: Capacity,
+        max_parallel: int | None,
+        retries: int,
+        gpu_cluster: bool,
+    ):
+        self.queue: list[tuple[RunSpec, int]] = [(spec, 1) for spec in largest_first(todo)]
+        self.states = states
+        self.specs = {spec.run_id: spec for spec in todo}
+        self.recorder, self.progress, self.capacity = recorder, progress, capacity
+        self.max_parallel = max_parallel
+        self.retries = retries
+        self.gpu_cluster = gpu_cluster
+        self.inflight: dict[Any, Attempt] = {}
+        self.used_cpus = 0.0
+        self.used_gpus = 0.0
+        self.trained: set[str] = set()  # runs that reached a result in this submission
+        self.submission = uuid.uuid4().hex[:8]
+        self._last_flush = 0.0
+        self._last_capacity = time.monotonic()
+        self._tasks: dict[str, Any] = {}
+
+    # ---- the loop ------------------------------------------------------------------------
+
+    def run(self) -> dict[str, str]:
+        """Dispatch until every run has an outcome; returns the final state of each run id."""
+        try:
+            while self.queue or self.inflight:
+                self._handle_cancel_requests()
+                self._refresh_capacity()
+                self._fill()
+                self._wait(POLL_S)
+                self._note_starts()
+                self._flush()
+        except BaseException:
+            self._stop_all("the driver stopped")
+            raise
+        finally:
+            self.progress.close()
+        return dict(self.states)
+
+    def _fill(self) -> None:
+        for spec, number in list(self.queue):
+            if self.max_parallel is not None and len(self.inflight) >= self.max_parallel:
+                return
+            cpus, gpus = spec.processes * spec.resources.cpus, spec.processes * spec.resources.gpus
+            fits = (
+                self.used_cpus + cpus <= self.capacity.cpus + 1e-9
+                and self.used_gpus + gpus <= self.capacity.gpus + 1e-9
+            )
+            if not fits and self.inflight:
+                continue  # back-fill: a smaller run may start while this one waits for room
+            if not fits:
+                # The cluster shrank below this run (a lost node): hand it to Ray, which starts
+                # it when the resources come back (or an autoscaler adds them).
+                self.progress.event(
+                    f"waiting   {spec.run_id}  {spec.label}: needs {cpus:g} CPUs and {gpus:g} GPUs, "
+                    f"{self.capacity.source} has {self.capacity.cpus:g} and {self.capacity.gpus:g} now"
+                )
+            self.queue.remove((spec, number))
+            self._launch(spec, number)
+
+    def _refresh_capacity(self) -> None:
+        import ray
+
+        now = time.monotonic()
+        if now - self._last_capacity < CAPACITY_S:
+            return
+        self._last_capacity = now
+        capacity = Capacity.from_nodes(ray.nodes(), source=self.capacity.source)
+        if capacity.cpus or capacity.gpus:  # a transient empty answer must not stall the grid
+            self.capacity = capacity
+
+    def _launch(self, spec: RunSpec, number: int) -> None:
+        from ray.util.placement_group import placement_group
+
+        attempt = f"{self.submission}:{number}"
+        options: dict[str, Any] = {"name": spec.task_name, "max_retries": 0}
+        if spec.resources.gpus == 0 and self.gpu_cluster:
+            # Ray leaves CUDA_VISIBLE_DEVICES as is for a task without GPUs: hide them.
+            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
+        group = None
+        if spec.processes == 1:
+            ref = (
+                self._task("train")
+                .options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, **options)
+                .remote(spec, attempt)
+            )
+        else:
+            bundle = {"CPU": spec.resources.cpus, **({"GPU": spec.resources.gpus} if spec.resources.gpus else {})}
+            group = placement_group([bundle] * spec.processes, strategy="PACK", name=spec.task_name)
+            ref = self._task("gang").options(num_cpus=0, **options).remote(spec, attempt, group)
+        self.used_cpus += spec.processes * spec.resources.cpus
+        self.used_gpus += spec.processes * spec.resources.gpus
+        self.inflight[ref] = Attempt(spec, number, ref, group, time.monotonic())
+        self.recorder.watch(spec.run_id)
+
+    def _task(self, kind: str) -> Any:
+        import ray
+
+        if kind not in self._tasks:
+            self._tasks[kind] = ray.remote(train_point if kind == "train" else run_gang)
+        return self._tasks[kind]
+
+    def _wait(self, timeout: float) -> None:
+        import ray
+
+        if not self.inflight:
+            return
+        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
+        if ready:
+            # Collect everything else that has ended too.
+            more, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
+            for ref in {*ready, *more}:
+                self._complete(self.inflight.pop(ref))
+
+    def _note_starts(self) -> None:
+        """Mark a run running once its worker has recorded this attempt's start."""
+        for attempt in self.inflight.values():
+            if attempt.running:
+                continue
+            key = f"{self.submission}:{attempt.number}"
+            if any(record.get("attempt") == key for record in read_attempts(attempt.spec.out_dir)):
+                attempt.running = True
+                self.states[attempt.spec.run_id] = "running"
+                self.recorder.set_state(attempt.spec.run_id, "running", None, attempts=attempt.number)
+
+    def _flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_flush >= FLUSH_S:
+            self._last_flush = now
+            self.recorder.flush()
+            self.recorder.heartbeat()
+        self.progress.update(snapshot(self.states, self._all_specs(), self.recorder.live, self._slots()))
+
+    # ---- outcomes ------------------------------------------------------------------------
+
+    def _complete(self, attempt: Attempt) -> None:
+        import ray
+        from ray.exceptions import RayError, RayTaskError, TaskCancelledError
+
+        spec = attempt.spec
+        self._release(attempt)
+        try:
+            result = ray.get(attempt.ref)
+        except TaskCancelledError:
+            self._end(spec, "cancelled", "cancelled by request" if attempt.cancelled else "cancelled", attempt)
+        except RayTaskError as error:
+            cause = getattr(error, "cause", None) or error
+            if isinstance(cause, GangWorkerDied):
+                self._retry_or_fail(attempt, str(cause))
+            else:
+                self._end(spec, "failed", one_line(cause), attempt)
+        except RayError as error:  # the worker died: SIGKILL, OOM, a lost node
+            if attempt.cancelled:
+                self._end(spec, "cancelled", "cancelled by request", attempt)
+            else:
+                self._retry_or_fail(attempt, f"worker died ({type(error).__name__})")
+        else:
+            if not (Path(spec.out_dir) / "summary.json").is_file():
+                # The worker's node wrote a run folder this driver cannot see: nothing would be
+                # tailed, and a resubmission would train the run again.
+                self.progress.event(
+                    f"warning: {spec.out_dir} is not visible to this driver; put the workspace "
+                    "($GAMMARAY_HOME) on a filesystem every node shares"
+                )
+            diverged = result.get("status") == "diverged"
+            reason = f"loss not finite at step {result.get('diverged_step')}" if diverged else None
+            self.trained.add(spec.run_id)
+            self._end(spec, "diverged" if diverged else "finished", reason, attempt, result)
+
+    def _retry_or_fail(self, attempt: Attempt, reason: str) -> None:
+        spec, number = attempt.spec, attempt.number
+        if number <= self.retries:
+            self.progress.event(
+                f"retrying {spec.run_id}  {spec.label}: {reason} "
+                f"(attempt {number + 1} of {self.retries + 1}, resumes from its checkpoint)"
+            )
+            self.states[spec.run_id] = "pending"
+            self.recorder.set_state(
+                spec.run_id, "pending", f"retry {number + 1}/{self.retries + 1} after: {reason}", attempts=number
+            )
+            self.queue.insert(0, (spec, number + 1))
+        else:
+            self._end(spec, "failed", f"{reason}; gave up after {number} attempts", attempt)
+
+    def _end(self, spec: RunSpec, state: str, reason: str | None, attempt: Attempt, result: dict | None = None) -> None:
+        self.states[spec.run_id] = state
+        self.recorder.set_state(spec.run_id, state, reason, attempts=attempt.number)
+        self.recorder.done(spec.run_id, with_artifacts=result is not None)
+        if result is not None:
+            self.progress.event(describe_result(spec, result, time.monotonic() - attempt.started))
+        else:
+            self.progress.event(f"{state:<9} {spec.run_id}  {spec.label}: {reason}")
+
+    def _release(self, attempt: Attempt) -> None:
+        from ray.util.placement_group import remove_placement_group
+
+        spec = attempt.spec
+        self.used_cpus -= spec.processes * spec.resources.cpus
+        self.used_gpus -= spec.processes * spec.resources.gpus
+        if attempt.placement_group is not None:
+            try:
+                remove_placement_group(attempt.placement_group)
+            except Exception:  # already gone with its tasks
+                pass
+
+    # ---- cancellation --------------------------------------------------------------------
+
+    def _handle_cancel_requests(self) -> None:
+        import ray
+
+        requested = self.recorder.cancel_requests()
+        if not requested:
+            return
+        for spec, number in [item for item in self.queue if item[0].run_id in requested]:
+            self.queue.remove((spec, number))
+            self.states[spec.run_id] = "cancelled"
+            self.recorder.set_state(spec.run_id, "cancelled", "cancelled by request")
+            self.progress.event(f"cancelled {spec.run_id}  {spec.label}: before it started")
+        for attempt in self.inflight.values():
+            if attempt.spec.run_id in requested and not attempt.cancelled:
+                attempt.cancelled = True
+                ray.cancel(attempt.ref, force=True, recursive=True)
+
+    def _stop_all(self, reason: str) -> None:
+        """Stop every running task (the driver is going away) and record why, best effort."""
+        import ray
+
+        for attempt in list(self.inflight.values()):
+            try:
+                ray.cancel(attempt.ref, force=True, recursive=True)
+            except Exception:
+                pass
+            self._release(attempt)
+            self.states[attempt.spec.run_id] = "cancelled"
+            self.recorder.set_state(attempt.spec.run_id, "cancelled", reason, attempts=attempt.number)
+            self.recorder.done(attempt.spec.run_id, with_artifacts=False)
+        self.inflight.clear()
+        for spec, _ in self.queue:
+            self.states[spec.run_id] = "cancelled"
+            self.recorder.set_state(spec.run_id, "cancelled", reason)
+        self.queue.clear()
+        self.recorder.flush()
+
+    # ---- helpers -------------------------------------------------------------------------
+
+    def _all_specs(self) -> dict[str, RunSpec]:
+        return {**self.recorder.specs, **self.specs}
+
+    def _slots(self) -> int:
+        from orchestrator.plan import concurrent_runs
+
+        return concurrent_runs(list(self.specs.values()), self.capacity, self.max_parallel) or 1

@@ -1,0 +1,338 @@
+"""The tracking store: one MLflow experiment per grid, one MLflow run per grid point.
+
+Layout (what ``analysis.load`` reads): the experiment is named after the grid; each run is
+tagged ``gammaray.grid``, ``gammaray.run_id``, ``gammaray.state`` (pending, running, finished,
+failed, diverged, cancelled) and ``gammaray.reason``; its params are the resolved config with
+dotted keys plus ``N``, ``N_non_embedding``, ``D``, ``FLOPs``; its metrics are the histories
+``train/loss``, ``eval/loss``, ``tokens``, ... and ``tokens_per_s``; its artifacts are
+``config.yaml``, ``summary.json`` and ``metrics.jsonl``.
+
+Bookkeeping tags: ``gammaray.logged`` (the replay cursor, see ``orchestrator.replay``),
+``gammaray.attempts``, ``gammaray.cancel_requested`` (written only by ``gammaray cancel``, so a
+driver never overwrites a request), ``gammaray.params_logged``, ``gammaray.artifacts_logged``;
+the experiment's ``gammaray.driver`` tag is the submitting driver's heartbeat.
+
+The embedded store is SQLite, which allows one writer at a time: only a grid's driver writes
+during a submission, and every call here retries while the database is locked by another
+process (a second grid's driver, ``gammaray cancel``), so no write is lost to "database is locked".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, TypeVar
+
+from orchestrator.errors import TrackingError
+from orchestrator.replay import Cursor, Metric
+
+STATES = ("pending", "running", "finished", "failed", "diverged", "cancelled")
+RESULT_STATES = ("finished", "diverged")  # outcomes: never trained again
+OPEN_STATES = ("pending", "running")  # what `gammaray cancel` stops
+
+TAG_GRID = "gammaray.grid"
+TAG_RUN_ID = "gammaray.run_id"
+TAG_STATE = "gammaray.state"
+TAG_REASON = "gammaray.reason"
+TAG_CURSOR = "gammaray.logged"
+TAG_ATTEMPTS = "gammaray.attempts"
+TAG_CANCEL = "gammaray.cancel_requested"
+TAG_PARAMS = "gammaray.params_logged"
+TAG_ARTIFACTS = "gammaray.artifacts_logged"
+TAG_DRIVER = "gammaray.driver"
+
+# MLflow's own run status, kept in step with the gammaray state for the MLflow UI.
+_MLFLOW_STATUS = {
+    "pending": "SCHEDULED",
+    "running": "RUNNING",
+    "finished": "FINISHED",
+    "diverged": "FAILED",
+    "failed": "FAILED",
+    "cancelled": "KILLED",
+}
+_LOCK_RETRY_S = 120.0  # give up on a locked database after this long (a stuck writer, not contention)
+
+T = TypeVar("T")
+
+
+@dataclass
+class StoredRun:
+    """A grid point's MLflow run as the store has it."""
+
+    mlflow_id: str
+    run_id: str
+    state: str
+    reason: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # latest value of each metric
+    name: str = ""
+    start_time: int = 0
+
+    @property
+    def cursor(self) -> Cursor:
+        return Cursor.from_tag(self.tags.get(TAG_CURSOR))
+
+    @property
+    def attempts(self) -> int:
+        return int(self.tags.get(TAG_ATTEMPTS, 0) or 0)
+
+
+def is_local_store(uri: str) -> bool:
+    return uri.startswith("sqlite:")
+
+
+def artifact_root(uri: str) -> Path | None:
+    """Where an embedded store keeps artifacts: ``mlartifacts/`` beside the database file."""
+    from analysis.workspace import sqlite_path
+
+    db = sqlite_path(uri)
+    return db.parent / "mlartifacts" if db is not None else None
+
+
+class Store:
+    """A small, retrying front to ``MlflowClient`` for the calls gammaray makes."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        if uri.startswith(("http://", "https://")):
+            # Fail over to the JSONL copy within seconds instead of MLflow's minutes of retries;
+            # the driver retries on its next flush anyway. A user's own settings win.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+
+    # ---- experiments ---------------------------------------------------------------------
+
+    def experiment_id(self, grid: str, create: bool) -> str | None:
+        """The grid's experiment id; created (with its artifact folder) when ``create``."""
+        experiment = _retry(self.client.get_experiment_by_name, grid)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted" and create:
+                _retry(self.client.restore_experiment, experiment.experiment_id)
+            return experiment.experiment_id
+        if not create:
+            return None
+        root = artifact_root(self.uri)
+        location = (root / grid).as_uri() if root is not None else None
+        try:
+            return _retry(self.client.create_experiment, grid, artifact_location=location, tags={TAG_GRID: grid})
+        except Exception:
+            # Another process created it in between: use theirs.
+            experiment = _retry(self.client.get_experiment_by_name, grid)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def experiment_tags(self, experiment_id: str) -> dict[str, str]:
+        return dict(_retry(self.client.get_experiment, experiment_id).tags)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        _retry(self.client.set_experiment_tag, experiment_id, key, value)
+
+    def grids(self, limit: int = 20) -> list[str]:
+        return [e.name for e in _retry(self.client.search_experiments, max_results=limit) if e.name != "Default"]
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    def runs(self, experiment_id: str) -> dict[str, StoredRun]:
+        """Every grid point's run in the experiment, by gammaray run id.
+
+        If a point has two MLflow runs (a creation interrupted between calls), the one with a
+        result, else the oldest, is kept.
+        """
+        found: dict[str, StoredRun] = {}
+        token = None
+        while True:
+            page = _retry(self.client.search_runs, [experiment_id], max_results=1000, page_token=token)
+            for run in page:
+                stored = _stored(run)
+                if stored is None:
+                    continue
+                current = found.get(stored.run_id)
+                if current is None or _prefer(stored, current):
+                    found[stored.run_id] = stored
+            token = page.token
+            if not token:
+                return found
+
+    def create_run(self, experiment_id: str, grid: str, run_id: str, name: str, params: dict[str, str]) -> StoredRun:
+        """A new pending run for a grid point, with its params."""
+        from mlflow.entities import Param, RunTag
+
+        tags = {TAG_GRID: grid, TAG_RUN_ID: run_id, TAG_STATE: "pending"}
+        run = _retry(self.client.create_run, experiment_id, tags=tags, run_name=name)
+        mlflow_id = run.info.run_id
+        _retry(self.client.update_run, mlflow_id, status="SCHEDULED")
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):  # log_batch takes at most 100 params
+            _retry(self.client.log_batch, mlflow_id, params=items[start : start + 100])
+        _retry(self.client.log_batch, mlflow_id, tags=[RunTag(TAG_PARAMS, "1")])
+        return StoredRun(mlflow_id, run_id, "pending", tags={**tags, TAG_PARAMS: "1"}, params=dict(params), name=name)
+
+    def ensure_params(self, stored: StoredRun, params: dict[str, str]) -> None:
+        """Log params a run lacks (its creation was interrupted); params already set are left."""
+        from mlflow.entities import Param, RunTag
+
+        missing = [Param(k, v) for k, v in params.items() if k not in stored.params]
+        for start in range(0, len(missing), 100):
+            _retry(self.client.log_batch, stored.mlflow_id, params=missing[start : start + 100])
+        _retry(self.client.log_batch, stored.mlflow_id, tags=[RunTag(TAG_PARAMS, "1")])
+        stored.params.update({p.key: p.value for p in missing})
+        stored.tags[TAG_PARAMS] = "1"
+
+    def log(self, mlflow_id: str, metrics: Iterable[Metric] = (), tags: dict[str, str] | None = None) -> None:
+        """Metrics and tags in one ``log_batch`` call: stored together or not at all."""
+        from mlflow.entities import Metric as MlflowMetric
+        from mlflow.entities import RunTag
+
+        now = int(time.time() * 1000)
+        entities = [MlflowMetric(key, value, now, step) for key, value, step in metrics]
+        _retry(self.client.log_batch, mlflow_id, metrics=entities, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+
+    def set_state(self, stored: StoredRun, state: str, reason: str | None, extra: dict[str, str] | None = None) -> None:
+        """Record a state (and its reason) in the tags and in MLflow's own run status."""
+        tags = {TAG_STATE: state, TAG_REASON: reason or "", **(extra or {})}
+        self.log(stored.mlflow_id, tags=tags)
+        status = _MLFLOW_STATUS[state]
+        if status in ("FINISHED", "FAILED", "KILLED"):
+            _retry(self.client.set_terminated, stored.mlflow_id, status=status)
+        else:
+            _retry(self.client.update_run, stored.mlflow_id, status=status)
+        stored.state, stored.reason = state, reason
+        stored.tags.update(tags)
+
+    def delete_tag(self, stored: StoredRun, key: str) -> None:
+        if key in stored.tags:
+            _retry(self.client.delete_tag, stored.mlflow_id, key)
+            stored.tags.pop(key, None)
+
+    def log_artifacts(self, stored: StoredRun, files: Iterable[Path]) -> None:
+        from mlflow.entities import RunTag
+
+        for path in files:
+            if Path(path).is_file():
+                _retry(self.client.log_artifact, stored.mlflow_id, str(path))
+        _retry(self.client.log_batch, stored.mlflow_id, tags=[RunTag(TAG_ARTIFACTS, "1")])
+        stored.tags[TAG_ARTIFACTS] = "1"
+
+
+# ---- driver heartbeat --------------------------------------------------------------------
+
+
+def driver_record() -> dict[str, Any]:
+    """Who is submitting: host, pid and the time, for ``gammaray.driver``."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
+
+
+def other_live_driver(text: str | None, stale_s: float) -> dict[str, Any] | None:
+    """The driver recorded in ``text`` if it is another process that still seems alive."""
+    if not text:
+        return None
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if record.get("state") == "exited" or time.time() - float(record.get("heartbeat", 0)) > stale_s:
+        return None
+    if record.get("host") == socket.gethostname():
+        if record.get("pid") == os.getpid():
+            return None
+        try:
+            os.kill(int(record["pid"]), 0)
+        except (OSError, ValueError, KeyError):
+            return None  # that driver is gone (killed): its heartbeat is stale
+    return record
+
+
+# ---- read-only views ---------------------------------------------------------------------
+
+
+def open_existing(uri: str, grid: str) -> tuple[Store, str]:
+    """The store and the grid's experiment id; TrackingError for a missing store or grid."""
+    from analysis.workspace import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"no tracking store at {db} (submit a grid first, or pass --tracking-uri)")
+    try:
+        store = Store(uri)
+        experiment_id = store.experiment_id(grid, create=False)
+    except TrackingError:
+        raise
+    except Exception as error:
+        raise TrackingError(f"cannot open tracking store {uri}: {one_line(error)}") from None
+    if experiment_id is None:
+        known = store.grids()
+        hint = f" (grids there: {', '.join(known)})" if known else " (it holds no grids)"
+        raise TrackingError(f"unknown grid '{grid}' in {uri}{hint}")
+    return store, experiment_id
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+# ---- helpers -----------------------------------------------------------------------------
+
+
+def _stored(run: Any) -> StoredRun | None:
+    tags = dict(run.data.tags)
+    run_id = tags.get(TAG_RUN_ID)
+    if not run_id:
+        return None
+    return StoredRun(
+        mlflow_id=run.info.run_id,
+        run_id=run_id,
+        state=tags.get(TAG_STATE, "pending"),
+        reason=tags.get(TAG_REASON) or None,
+        tags=tags,
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        name=run.info.run_name or "",
+        start_time=run.info.start_time or 0,
+    )
+
+
+def _prefer(candidate: StoredRun, current: StoredRun) -> bool:
+    rank = lambda s: (s.state in RESULT_STATES, -s.start_time)  # noqa: E731
+    return rank(candidate) > rank(current)
+
+
+def _retry(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, retried with jittered backoff while SQLite reports a lock."""
+    delay, deadline = 0.05, time.monotonic() + _LOCK_RETRY_S
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as error:
+            if not _locked(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 2.0)
+
+
+def _locked(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "database is locked" in text or "database table is locked" in text or "database is busy" in text
+
+
+def ui_command(uri: str, host: str, port: int) -> list[str]:
+    """The ``mlflow ui`` command line that serves the store at ``uri``."""
+    import sys
+
+    from analysis.workspace import sqlite_path
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(f"no tracking store at {db} (submit a grid first, or pass --tracking-uri)")
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]

@@ -1,0 +1,216 @@
+"""Real Ray clusters and real MLflow stores for the orchestrator tests.
+
+Ray starts slowly on a 2-core machine, so a test module starts one cluster (``ray start
+--head --block`` in a subprocess, stopped by terminating that process, never by ``ray stop``,
+which would stop every Ray cluster of this user on the machine) and its tests share it. Token
+authentication stays on, with a token of the session's own; session files go under a short
+private temp folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+RAY = str(Path(sys.executable).parent / "ray")
+OBJECT_STORE_BYTES = 200 * 1024**2  # only small objects cross Ray in these tests
+TINY = {
+    "model.preset": "tiny",
+    "train.batch_size": 8,
+    "train.seq_len": 32,
+    "train.tokens": 20000,
+    "train.log_every": 5,
+    "data.eval_sequences": 32,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_environment() -> Iterator[None]:
+    """Token auth on with this session's token; Ray's files under a short private folder."""
+    root = Path(tempfile.mkdtemp(prefix="grt-", dir="/tmp"))
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    saved = {
+        k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")
+    }
+    os.environ.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        RAY_TMPDIR=str(root),  # Ray puts its sessions in $RAY_TMPDIR/ray
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(root, ignore_errors=True)
+        time.sleep(1)  # a Ray process that was just stopped may still create a log folder
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store. Creating one runs MLflow's schema migrations (seconds);
+    tests copy this file instead (``fresh_store``)."""
+    from orchestrator.tracking import Store
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    Store(f"sqlite:///{path}")
+    return path
+
+
+def fresh_store(template: Path, path: Path) -> str:
+    """Copy the empty store to ``path``; returns its tracking URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class LocalCluster:
+    """A Ray cluster of ``ray start --block`` processes on this machine."""
+
+    address: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def add_node(self, num_cpus: int, resources: str | None = None) -> None:
+        args = [RAY, "start", "--block", f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"]
+        args += ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
+        if resources:
+            args.append(f"--resources={resources}")
+        self.processes.append(_start_node(args))
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def start_cluster(num_cpus: int, dashboard: bool = False) -> LocalCluster:
+    """A head node; with ``dashboard`` its state API works too (task names, for tests)."""
+    port = free_port()
+    args = [
+        RAY, "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
+        "--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}",
+    ]  # fmt: skip
+    if dashboard:
+        args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"]
+    else:
+        args += ["--include-dashboard=false"]
+    head = _start_node(args)
+    return LocalCluster(address=f"127.0.0.1:{port}", processes=[head])
+
+
+def _start_node(args: list[str], timeout: float = 120) -> subprocess.Popen:
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "Ray runtime started" in line:
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    if not ready.wait(timeout) or process.poll() is not None:
+        process.kill()
+        raise RuntimeError("ray start failed:\n" + "".join(lines[-30:]))
+    return process
+
+
+@contextlib.contextmanager
+def connected(address: str) -> Iterator[None]:
+    """This process as a Ray driver of the cluster at ``address`` (the scheduler reuses it)."""
+    import ray
+
+    ray.init(address=address, namespace="gammaray", log_to_driver=False, logging_level="warning")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@contextlib.contextmanager
+def workspace(home: Path) -> Iterator[Path]:
+    """Point GAMMARAY_HOME at ``home`` for the duration (for module-scoped fixtures)."""
+    saved = os.environ.get("GAMMARAY_HOME")
+    os.environ["GAMMARAY_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if saved is None:
+            os.environ.pop("GAMMARAY_HOME", None)
+        else:
+            os.environ["GAMMARAY_HOME"] = saved
+
+
+def write_grid(folder: Path, name: str, base: dict | None = None, axes: dict | None = None, **top: object) -> Path:
+    """A grid file from Python values (base defaults to the tiny test config)."""
+    import yaml
+
+    document: dict = {"name": name, "base": {**TINY, **(base or {})}}
+    if axes:
+        document["axes"] = axes
+    document.update(top)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def submit(
+    path: Path, home: Path, *overrides: str, address: str | None = None, tracking_uri: str | None = None, plan_hook=None
+):
+    """``gammaray submit`` in this process (the Ray connection is the fixture's)."""
+    from orchestrator.submit import plan, run
+
+    with workspace(home):
+        planned = plan(path, overrides, address=address, tracking_uri=tracking_uri)
+    if plan_hook is not None:
+        plan_hook(planned)
+    return run(planned, address=address, show_progress=False)
+
+
+def wait_for(condition, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")

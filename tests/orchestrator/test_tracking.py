@@ -1,0 +1,285 @@
+"""The tracking store without Ray: replay from JSONL exactly once, concurrent writers, states.
+
+Real MLflow on SQLite files; the JSONL copies are written by hand in the trainer's format.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from orchestrator.grid import load_grid
+from orchestrator.recorder import Recorder
+from orchestrator.replay import Cursor, pending_batches, record_metrics
+from orchestrator.spec import expand
+from orchestrator.status import grid_status, request_cancel
+from orchestrator.tracking import Store
+from tests.orchestrator.conftest import fresh_store, write_grid
+
+
+def records(steps: range, eval_every: int = 4, end: bool = False) -> list[dict]:
+    """JSONL records as the trainer writes them (train every step here, eval every few)."""
+    out = [{"kind": "start", "step": steps.start}]
+    for step in steps:
+        out.append(
+            {"kind": "train", "step": step, "train/loss": 6.0 - step / 100, "train/loss_mean": 6.0, "train/lr": 1e-3}
+            | {"train/tokens": 256 * step, "train/tokens_per_s": 1000.0}
+        )
+        if step % eval_every == 0:
+            out.append({"kind": "eval", "step": step, "eval/loss": 6.1 - step / 100, "eval/tokens": 256 * step})
+    if end:
+        out.append({"kind": "end", "status": "finished", "steps": steps.stop - 1, "tokens_per_s": 1234.0})
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+# ---- replay: pure functions --------------------------------------------------------------------
+
+
+def test_records_become_the_metrics_the_analysis_reads():
+    train = record_metrics({"kind": "train", "step": 5, "train/loss": 4.0, "train/tokens": 1280, "train/lr": 0.1})
+    assert ("train/loss", 4.0, 5) in train and ("tokens", 1280.0, 5) in train
+    assert record_metrics({"kind": "eval", "step": 0, "eval/loss": 6.2, "eval/tokens": 0}) == [
+        ("eval/loss", 6.2, 0),
+        ("eval/tokens", 0.0, 0),
+    ]
+    assert record_metrics({"kind": "end", "steps": 78, "tokens_per_s": 9.5, "status": "finished"}) == [
+        ("tokens_per_s", 9.5, 78)
+    ]
+    assert record_metrics({"kind": "start", "step": 0}) == []
+
+
+def test_cursor_skips_what_was_logged_and_batches_respect_the_limit():
+    rows = records(range(1, 41), end=True)
+    batches = list(pending_batches(rows, Cursor(), max_metrics=50))
+    assert all(len(metrics) <= 50 for metrics, _ in batches)
+    assert batches[-1][1] == Cursor(train_step=40, eval_step=40, end=True)
+    logged = [m for metrics, _ in batches for m in metrics]
+    assert len(logged) == sum(len(record_metrics(r)) for r in rows)
+    # Replaying from the middle logs exactly the rest.
+    middle = batches[1][1]
+    rest = [m for metrics, _ in pending_batches(rows, middle) for m in metrics]
+    assert len(rest) == len(logged) - sum(len(m) for m, _ in batches[:2])
+    assert list(pending_batches(rows, batches[-1][1])) == []  # nothing left: no call at all
+
+
+def test_probe_metrics_of_eval_records_are_logged_too():
+    record = {"kind": "eval", "step": 8, "eval/loss": 5.0, "diag/condensation/all": 0.3, "probe/seen_accuracy": 0.5}
+    assert sorted(record_metrics(record)) == [
+        ("diag/condensation/all", 0.3, 8),
+        ("eval/loss", 5.0, 8),
+        ("probe/seen_accuracy", 0.5, 8),
+    ]
+
+
+def test_a_record_bigger_than_a_batch_is_split_and_the_cursor_moves_with_its_last_part():
+    big = {"kind": "eval", "step": 3, **{f"diag/m{i}/all": float(i) for i in range(25)}}
+    batches = list(pending_batches([big], Cursor(), max_metrics=10))
+    assert [len(m) for m, _ in batches] == [10, 10, 5]
+    assert [c.eval_step for _, c in batches] == [-1, -1, 3]
+
+
+def test_cursor_round_trips_through_its_tag():
+    cursor = Cursor(train_step=12, eval_step=8, end=True)
+    assert Cursor.from_tag(cursor.to_tag()) == cursor
+    assert Cursor.from_tag(None) == Cursor() == Cursor.from_tag("garbage")
+
+
+# ---- the recorder against a real store ---------------------------------------------------------
+
+
+@pytest.fixture
+def grid_specs(tmp_path):
+    path = write_grid(tmp_path, "rec", axes={"init.gamma": [0.5, 1.0]})
+    return expand(load_grid(path), tmp_path / "ws")
+
+
+def histories(uri: str, mlflow_id: str, key: str) -> list[tuple[int, float]]:
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(mlflow_id, key))
+
+
+def test_replay_is_idempotent_across_restarts_and_resumes(tmp_path, grid_specs, mlflow_template):
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    spec = grid_specs[0]
+    out = Path(spec.out_dir)
+    write_jsonl(out / "metrics.jsonl", records(range(1, 21)))
+    recorder = Recorder(uri, "rec", grid_specs, warn=print)
+    assert recorder.open()
+    recorder.replay([spec.run_id])
+    assert recorder.flush()
+    mlflow_id = recorder.runs[spec.run_id].mlflow_id
+    assert histories(uri, mlflow_id, "train/loss") == [(s, 6.0 - s / 100) for s in range(1, 21)]
+
+    # The run was killed at step 20 and resumed from its checkpoint at step 12: the trainer drops
+    # records past 12 and writes them again. A new driver (fresh recorder) replays the file.
+    resumed = [r for r in records(range(1, 21)) if r["kind"] != "start" and r["step"] <= 12]
+    write_jsonl(
+        out / "metrics.jsonl", [{"kind": "start", "step": 12}, *resumed[:-1], *records(range(13, 31), end=True)[1:]]
+    )
+    again = Recorder(uri, "rec", grid_specs, warn=print)
+    assert again.open()
+    again.replay([spec.run_id])
+    assert again.flush() and again.flush()
+    assert histories(uri, mlflow_id, "train/loss") == [(s, 6.0 - s / 100) for s in range(1, 31)]
+    assert histories(uri, mlflow_id, "eval/loss") == [(s, 6.1 - s / 100) for s in range(4, 31, 4)]
+    assert histories(uri, mlflow_id, "tokens_per_s") == [(30, 1234.0)]
+
+
+def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, monkeypatch, mlflow_template):
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    spec = grid_specs[0]
+    write_jsonl(Path(spec.out_dir) / "metrics.jsonl", records(range(1, 301)))
+    recorder = Recorder(uri, "rec", grid_specs, warn=lambda _: None)
+    assert recorder.open()
+    calls = {"n": 0}
+    real_log = Store.log
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the store goes away after the first batch
+            raise ConnectionError("store down")
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "log", flaky)
+    recorder.replay([spec.run_id])
+    assert not recorder.flush()
+    assert recorder.error and "store down" in recorder.error
+    assert recorder.flush(force=True)
+    mlflow_id = recorder.runs[spec.run_id].mlflow_id
+    assert histories(uri, mlflow_id, "train/loss") == [(s, 6.0 - s / 100) for s in range(1, 301)]
+
+
+def test_an_unreachable_store_fails_softly_once(tmp_path, grid_specs, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    warnings: list[str] = []
+    recorder = Recorder("http://127.0.0.1:9", "rec", grid_specs, warn=warnings.append)  # port 9: discard, closed
+    assert not recorder.open()
+    assert not recorder.flush()  # within the back-off: not even tried
+    assert not recorder.flush(force=True)
+    assert len(warnings) == 1 and "training goes on" in warnings[0]
+
+
+# ---- concurrent writers on the embedded store --------------------------------------------------
+
+WRITERS, BATCHES, PER_BATCH = 4, 20, 10
+
+
+def _writer(uri: str, index: int) -> None:
+    # Every writer opens the store, creates the experiment (or finds it) and its run, and logs.
+    store = Store(uri)
+    experiment = store.experiment_id("many", create=True)
+    run = store.create_run(experiment, "many", f"run{index}", f"run {index}", {"i": str(index)})
+    for batch in range(BATCHES):
+        metrics = [("train/loss", float(index), batch * PER_BATCH + k) for k in range(PER_BATCH)]
+        store.log(run.mlflow_id, metrics, tags={"gammaray.logged": str(batch)})
+        store.set_state(run, "running" if batch % 2 else "pending", None)
+
+
+def test_four_processes_writing_one_sqlite_store_lose_no_metric(tmp_path, mlflow_template):
+    """Several drivers (one per grid) and `gammaray cancel` may write one SQLite file at once."""
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    # fork: the writers start at once with MLflow already imported (this process has never
+    # opened this store, so no connection is shared with them).
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_writer, args=(uri, i)) for i in range(WRITERS)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=300)
+        assert worker.exitcode == 0
+    store = Store(uri)
+    runs = store.runs(store.experiment_id("many", create=False))
+    assert sorted(runs) == [f"run{i}" for i in range(WRITERS)]
+    for i in range(WRITERS):
+        assert histories(uri, runs[f"run{i}"].mlflow_id, "train/loss") == [
+            (s, float(i)) for s in range(BATCHES * PER_BATCH)
+        ]
+
+
+def test_a_store_locked_longer_than_sqlites_timeout_is_waited_for(tmp_path, mlflow_template):
+    """The SQLite trap: a writer blocked for more than the driver's 5 s busy timeout gets
+    "database is locked". The store's calls retry until the lock is gone."""
+    import sqlite3
+    import threading
+    import time
+
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    store = Store(uri)
+    run = store.create_run(store.experiment_id("locked", create=True), "locked", "r", "r", {})
+    blocker = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the write lock
+
+    def release() -> None:
+        time.sleep(7)
+        blocker.execute("COMMIT")
+
+    threading.Thread(target=release).start()
+    started = time.monotonic()
+    store.log(run.mlflow_id, [("train/loss", 1.0, 0)])
+    assert time.monotonic() - started >= 6.5
+    assert histories(uri, run.mlflow_id, "train/loss") == [(0, 1.0)]
+
+
+# ---- states, status and cancel -----------------------------------------------------------------
+
+
+def test_cancel_marks_only_open_runs_and_status_counts_them(tmp_path, grid_specs, mlflow_template):
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    recorder = Recorder(uri, "rec", grid_specs, warn=print)
+    assert recorder.open()
+    first, second = (s.run_id for s in grid_specs)
+    recorder.set_state(first, "finished")
+    recorder.set_state(second, "running")
+    assert recorder.flush()
+    assert request_cancel(uri, "rec") == [second]
+    document = grid_status(uri, "rec")
+    assert document["counts"] == {"pending": 0, "running": 0, "finished": 1, "failed": 0, "diverged": 0, "cancelled": 1}
+    assert {r["id"]: r["state"] for r in document["runs"]} == {first: "finished", second: "cancelled"}
+    # The driver sees the request; a resubmission (watch) clears it before it can stop the new attempt.
+    recorder._last_cancel_poll = 0.0
+    assert recorder.cancel_requests() == {second}
+    recorder.watch(second)
+    recorder.set_state(second, "pending")
+    assert recorder.flush()
+    recorder._last_cancel_poll = 0.0
+    assert recorder.cancel_requests() == set()
+
+
+def test_status_without_a_store_is_a_one_line_error(tmp_path):
+    from orchestrator.errors import TrackingError
+
+    with pytest.raises(TrackingError, match="no tracking store at"):
+        grid_status(f"sqlite:///{tmp_path / 'none.db'}", "g")
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_mlflow_ui_command_serves_the_workspace_store(tmp_path, mlflow_template):
+    from click.testing import CliRunner
+
+    from orchestrator.cli import main
+
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    result = CliRunner().invoke(main, ["mlflow-ui", "--tracking-uri", uri, "--port", "5123", "--print-command"])
+    assert result.exit_code == 0
+    assert result.stdout.split()[1:] == [
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5123",
+    ]
+    missing = CliRunner().invoke(main, ["mlflow-ui", "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert missing.exit_code == 2 and "no tracking store" in missing.stderr
