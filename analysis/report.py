@@ -291,7 +291,7 @@ def render_report(analysis: Analysis) -> str:
     sections.append(_section("runs", "Runs", _run_table(analysis, colors),
                              "Failed, diverged and unfinished runs are listed (highlighted) and never fitted."))
     sections.append(_section("method", "Method and notes", _method(analysis) + _notes(analysis)))
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
+    nav = "\n".join(f'<a href="#{a}">{t}</a>' for a, t in (
         ("summary", "Summary"), ("loss-n", "Loss vs N"), ("loss-d", "Loss vs D"), ("exponents", "Exponents"),
         ("curves", "Training curves"), ("residuals", "Residuals"), ("comparisons", "Comparisons"), *measured_nav,
         ("fits", "Fits"), ("runs", "Runs"), ("method", "Method")))
