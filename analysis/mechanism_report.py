@@ -21,6 +21,7 @@ from analysis.bootstrap import percentile_ci
 from analysis.critical_gamma import SPIKE_FACTOR, SPIKE_WINDOW, Best, critical_gamma
 from analysis.figures import PALETTE, _layout
 from analysis.labels import format_ci, format_number
+from analysis.phase_diagram import phase_cells, phase_figure
 from analysis.load import GAMMA_KEYS
 from analysis.mechanism import (
     PROBE_METRICS,
@@ -214,6 +215,9 @@ def reasoning(analysis: Analysis, colors: dict[str, str]) -> Section | Absent:
     table = Table(("group", "runs", *(PROBE_TITLES[m] for m in present)), tuple(rows),
                   f"Final values: mean over runs, {analysis.ci_level:.0%} bootstrap interval over runs below.")
     figures = [probe_figure(values, groups, order, numeric, present, group_axis_title(by))]
+    cells = phase_cells(finished, values)
+    if cells is not None:
+        figures.append(phase_figure(cells))
     if hist[hist["metric"].isin(present)].groupby("run_id")["step"].nunique().max() > 1:
         figures.append(history_figure(analysis, colors, [(m, PROBE_TITLES[m]) for m in present], "Probe over training (one line per run)"))
     lead = ("Composite anchor task (Zhang et al., NeurIPS 2024): on the held-out pair, a model that composes the anchors answers "
