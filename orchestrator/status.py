@@ -9,7 +9,6 @@ again resumes the cancelled runs.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -20,6 +19,7 @@ from orchestrator.tracking import (
     TAG_DRIVER,
     StoredRun,
     open_existing,
+    parse_driver_record,
 )
 
 # Params shown per run (the analysis reads them all from MLflow).
@@ -78,11 +78,8 @@ def _row(run: StoredRun) -> dict[str, Any]:
 
 
 def _driver(text: str | None) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
+    record = parse_driver_record(text)
+    if record is None:
         return None
     return {
         "host": record.get("host"),

@@ -233,13 +233,21 @@ def driver_record() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}
 
 
-def other_live_driver(text: str | None, stale_s: float) -> dict[str, Any] | None:
-    """The driver recorded in ``text`` if it is another process that still seems alive."""
+def parse_driver_record(text: str | None) -> dict[str, Any] | None:
+    """The ``gammaray.driver`` tag's record, or None when it is absent or unreadable."""
     if not text:
         return None
     try:
         record = json.loads(text)
     except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def other_live_driver(text: str | None, stale_s: float) -> dict[str, Any] | None:
+    """The driver recorded in ``text`` if it is another process that still seems alive."""
+    record = parse_driver_record(text)
+    if record is None:
         return None
     if record.get("state") == "exited" or time.time() - float(record.get("heartbeat", 0)) > stale_s:
         return None
