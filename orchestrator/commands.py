@@ -28,12 +28,18 @@ tracking_option = click.option(
 @click.command()
 @click.argument("grid_file", type=click.Path(dir_okay=False))
 @set_option
-@click.option("--address", metavar="HOST:PORT", help="Join this Ray cluster instead of starting a local one.")
+@click.option(
+    "--address",
+    metavar="ADDR",
+    help="An existing Ray cluster instead of a local one: HOST:6379 (its GCS; this process drives the grid) "
+    "or http://HOST:8265 (its dashboard; the grid is submitted as a Ray Job and its driver runs on the cluster).",
+)
 @tracking_option
 @click.option(
     "--max-parallel", type=click.IntRange(min=1), help="Run at most K runs at once (overrides the grid's max_parallel)."
 )
 @click.option("--dry-run", is_flag=True, help="Print the run table and totals; launch and write nothing.")
+@click.option("--detach", is_flag=True, help="With --address http://...: return once the Ray Job is submitted.")
 @json_option
 @user_errors
 def submit(
@@ -43,6 +49,7 @@ def submit(
     tracking_uri: str | None,
     max_parallel: int | None,
     dry_run: bool,
+    detach: bool,
     as_json: bool,
 ) -> None:
     """Train every point of GRID_FILE on Ray and log it to MLflow.
@@ -51,10 +58,14 @@ def submit(
     goes to stderr. --set KEY=VALUE overrides a base config key (or name, max_parallel,
     retries, resources.cpus/gpus/processes).
     """
+    from orchestrator.ray_job import is_job_address, require_cluster_workspace
     from orchestrator.submit import plan as make_plan
     from orchestrator.submit import run
     from orchestrator.tables import format_plan, plan_rows
 
+    if detach and not is_job_address(address):
+        fail("--detach: only with --address http://HEAD:8265 (a grid submitted as a Ray Job)")
+    require_cluster_workspace()
     plan = make_plan(
         grid_file,
         overrides,
@@ -96,6 +107,10 @@ def submit(
                 }
             )
         return
+    if is_job_address(address):
+        assert address is not None
+        _submit_as_job(plan.grid.name, grid_file, overrides, address, tracking_uri, max_parallel, detach, as_json)
+        return
     with _sigterm_as_interrupt():
         outcome = run(plan, address=address)
     counts = "  ".join(f"{n} {state}" for state, n in outcome.counts.items() if n)
@@ -107,6 +122,47 @@ def submit(
     if as_json:
         print_json(outcome.as_json())
     if outcome.counts["failed"] or not outcome.tracking_ok:
+        sys.exit(1)
+
+
+def _submit_as_job(
+    grid_name: str,
+    grid_file: str,
+    overrides: tuple[str, ...],
+    address: str,
+    tracking_uri: str | None,
+    max_parallel: int | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Submit the (already checked) grid as a Ray Job; follow its log unless ``detach``."""
+    from orchestrator.ray_job import follow, job_document, submit_job
+
+    if tracking_uri is None or not tracking_uri.startswith(("http://", "https://", "postgresql", "mysql")):
+        fail(
+            "--tracking-uri: a grid submitted as a Ray Job needs a tracking store that the cluster and this machine "
+            "both reach, e.g. --tracking-uri http://MLFLOW:5000 (see cluster/README.md)"
+        )
+    assert tracking_uri is not None
+    job = submit_job(grid_name, grid_file, overrides, address, tracking_uri, max_parallel)
+    later = f"gammaray status {grid_name} --tracking-uri {tracking_uri}"
+    click.echo(f"grid {grid_name}: submitted as Ray Job {job.job_id}; dashboard {address}", err=True)
+    if detach:
+        click.echo(f"it runs on the cluster; follow it with: {later}", err=True)
+        if as_json:
+            print_json(job_document(job, "SUBMITTED", ""))
+        return
+    try:
+        document = follow(job)
+    except KeyboardInterrupt:
+        click.echo(f"\ndetached: the job goes on; follow it with: {later}", err=True)
+        if as_json:
+            print_json(job_document(job, "DETACHED", ""))
+        return
+    click.echo(f"grid {grid_name}: Ray Job {job.job_id} {document['job_status'].lower()}", err=True)
+    if as_json:
+        print_json(document)
+    if document["job_status"] != "SUCCEEDED":
         sys.exit(1)
 
 

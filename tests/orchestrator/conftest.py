@@ -96,13 +96,15 @@ class LocalCluster:
 
     address: str
     processes: list[subprocess.Popen] = field(default_factory=list)
+    dashboard_url: str | None = None  # http://127.0.0.1:PORT, where the job server listens
+    env: dict[str, str] | None = None  # the nodes' environment (None: this process's)
 
     def add_node(self, num_cpus: int, resources: str | None = None) -> None:
         args = [RAY, "start", "--block", f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"]
         args += ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
         if resources:
             args.append(f"--resources={resources}")
-        self.processes.append(_start_node(args))
+        self.processes.append(_start_node(args, self.env))
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -116,24 +118,28 @@ class LocalCluster:
                 process.wait()
 
 
-def start_cluster(num_cpus: int, dashboard: bool = False) -> LocalCluster:
-    """A head node; with ``dashboard`` its state API works too (task names, for tests)."""
+def start_cluster(num_cpus: int, dashboard: bool = False, env: dict[str, str] | None = None) -> LocalCluster:
+    """A head node; with ``dashboard`` its state API and job server work too. ``env`` is the
+    environment of this node and of the nodes added later (None: this process's)."""
     port = free_port()
     args = [
         RAY, "start", "--head", "--block", f"--port={port}", f"--num-cpus={num_cpus}", "--num-gpus=0",
         "--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}",
     ]  # fmt: skip
+    dashboard_url = None
     if dashboard:
-        args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={free_port()}"]
+        dashboard_port = free_port()
+        args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+        dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     else:
         args += ["--include-dashboard=false"]
-    head = _start_node(args)
-    return LocalCluster(address=f"127.0.0.1:{port}", processes=[head])
+    head = _start_node(args, env)
+    return LocalCluster(address=f"127.0.0.1:{port}", processes=[head], dashboard_url=dashboard_url, env=env)
 
 
-def _start_node(args: list[str], timeout: float = 120) -> subprocess.Popen:
+def _start_node(args: list[str], env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
     process = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, env=env
     )
     lines: list[str] = []
     ready = threading.Event()
