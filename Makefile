@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # On a GPU machine, install your CUDA torch into the venv first (or set TORCH_SPEC to it).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all lint bench bench-quick bench-gpu clean
+.PHONY: setup demo test test-all bench bench-quick bench-gpu clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,18 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
+
+# Benchmarks (timings live in BENCHMARKS.md, never in tests). `bench` runs the CPU suite
+# (≤ 15 minutes) and rewrites its results; `bench-quick` (≤ 3 minutes) prints the headline
+# figures as one JSON line; `bench-gpu` needs a CUDA GPU and a CUDA build of torch.
+bench: setup
+	$(PY) benchmarks/run.py --write
+
+bench-quick: setup
+	$(PY) benchmarks/run.py --quick
+
+bench-gpu: setup
+	$(PY) benchmarks/run.py --gpu --write
 
 clean:
 	rm -rf $(VENV) gammaray-runs .pytest_cache

@@ -32,12 +32,8 @@ def tokens_per_s(config: DataConfig, seq_len: int, batch_size: int, steps: int) 
     return steps * batch_size * (seq_len + 1) / elapsed
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=2000)
-    args = parser.parse_args()
+def measure(seq_len: int = 128, batch_size: int = 32, steps: int = 2000) -> dict:
+    args = argparse.Namespace(seq_len=seq_len, batch_size=batch_size, steps=steps)
     shape = (args.seq_len, args.batch_size, args.steps)
 
     start = time.perf_counter()
@@ -63,8 +59,17 @@ def main() -> None:
     result["synthetic_build_s"] = build_s
 
     for key, value in result.items():
-        print(f"{key:>40}: {value:,.4g}" if isinstance(value, float) else f"{key:>40}: {value}")
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
+        print(f"{key:>40}: {value:,.4g}" if isinstance(value, float) else f"{key:>40}: {value}", file=sys.stderr)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args()
+    print(json.dumps(measure(args.seq_len, args.batch_size, args.steps)))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 For each size, in one process and interleaved (plain, trainer, plain, trainer, ...) so that a
 noisy machine slows both alike:
   plain    the same model, init, batch and AdamW step in a bare loop over pre-generated batches;
-  trainer  ``trainers.loop.train`` (torch backend) with its data source, logging and checkpoints
-           off the clock: its own ``tokens_per_s`` excludes eval and checkpoint time.
+  trainer  ``trainers.loop.train`` (torch backend) with its data source; its own ``tokens_per_s``
+           clocks the training steps and leaves out the evals and checkpoints.
+Both clock the same steps from the first one: the trainer evaluates once before its first
+step, so the plain loop runs the same forward pass over the eval batch first, off the clock.
 The ratio trainer/plain is the orchestration tax. MFU = flops_per_token × tokens/s / peak, with
 the peak measured here as the best fp32 matmul rate (square matrices, this process's threads).
 
@@ -53,23 +55,25 @@ def plain_tokens_per_s(overrides: list[str], steps: int) -> float:
     """The reference: the same model and step with nothing around it."""
     run = resolve(load_run_config(None, overrides))
     source = build_source(run.config.data, run.config.train.seq_len, run.config.seed)
-    batches = [torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps + 2)]
+    batches = [torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps)]
     model = Transformer(run.arch)
     init_weights(model, run.config.init, torch.Generator().manual_seed(0))
     optimizer = build_optimizer(model, run.config.optim)
-    for step, batch in enumerate(batches):
-        if step == 2:  # two warm-up steps, as the trainer's first window also pays for them
-            start = time.perf_counter()
+    with torch.no_grad():  # as the trainer's evaluation before step 0
+        model.loss(torch.from_numpy(source.eval_batch()))
+    start = time.perf_counter()
+    for batch in batches:
         model.loss(batch).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return steps * batches[0].shape[0] * (batches[0].shape[1] - 1) / (time.perf_counter() - start)
+    # Tokens as the trainer counts them: batch × seq_len per step.
+    return steps * run.config.train.batch_size * run.config.train.seq_len / (time.perf_counter() - start)
 
 
 def trainer_tokens_per_s(overrides: list[str], steps: int) -> float:
     run = resolve(load_run_config(None, overrides))
-    tokens = (steps + 2) * run.config.train.batch_size * run.config.train.seq_len
+    tokens = steps * run.config.train.batch_size * run.config.train.seq_len
     with tempfile.TemporaryDirectory() as folder:
         config = load_run_config(None, [*overrides, f"train.tokens={tokens}", "train.eval_every=1000000",
                                         "train.checkpoint_every=1000000", "train.log_every=1000000"])
@@ -99,6 +103,19 @@ def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, peak: flo
     return row
 
 
+def measure(sizes: str = "tiny,1m,5m", steps: int = 30, repeats: int = 3, deepspeed: bool = False) -> dict:
+    peak = matmul_peak_flops()
+    rows = []
+    for preset in sizes.split(","):
+        size_steps = steps if preset not in ("5m",) else max(5, steps // 4)
+        rows.append(bench_size(preset, size_steps, repeats, deepspeed, peak))
+        row = rows[-1]
+        print(f"{preset:>5}: trainer {row['trainer_tokens_per_s']:,.0f} tok/s = {row['trainer_vs_plain']:.3f}× plain, "
+              f"MFU {row['trainer_mfu']:.1%}" + (f"; deepspeed {row['deepspeed_vs_plain']:.3f}× plain" if deepspeed else ""),
+              file=sys.stderr)  # fmt: skip
+    return {"threads": torch.get_num_threads(), "matmul_peak_flops": peak, "sizes": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="tiny,1m,5m")
@@ -106,14 +123,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--deepspeed", action="store_true", help="also time the DeepSpeed backend (1 process)")
     args = parser.parse_args()
-    peak = matmul_peak_flops()
-    rows = []
-    for preset in args.sizes.split(","):
-        steps = args.steps if preset not in ("5m",) else max(5, args.steps // 4)
-        rows.append(bench_size(preset, steps, args.repeats, args.deepspeed, peak))
-        print(f"{preset:>5}: trainer {rows[-1]['trainer_tokens_per_s']:,.0f} tok/s = "
-              f"{rows[-1]['trainer_vs_plain']:.3f}× plain, MFU {rows[-1]['trainer_mfu']:.1%}", file=sys.stderr)
-    print(json.dumps({"threads": torch.get_num_threads(), "matmul_peak_flops": peak, "sizes": rows}))
+    print(json.dumps(measure(args.sizes, args.steps, args.repeats, args.deepspeed)))
 
 
 if __name__ == "__main__":
