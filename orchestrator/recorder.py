@@ -33,8 +33,12 @@ from orchestrator.tracking import (
 )
 
 ARTIFACT_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
-CANCEL_POLL_S = 2.0  # how often the driver asks the store for cancellation requests
+CANCEL_POLL_S = 5.0  # how often the driver asks the store for cancellation requests
 HEARTBEAT_S = 10.0
+# How often running runs' new metrics go to the store. A ``log_batch`` into MLflow's SQL store
+# costs the driver tens of milliseconds however few its metrics (it reads the run's existing
+# ones), CPU taken from the runs on a small machine; a run that ends is logged at once.
+METRICS_S = 5.0
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Recorder:
         self._clear_cancel: set[str] = set()
         self._last_cancel_poll = 0.0
         self._last_heartbeat = 0.0
+        self._last_metrics = 0.0
         self._failures = 0  # store failures in a row
         self._retry_at = 0.0  # while failing, no store call before this time.monotonic()
 
@@ -143,12 +148,13 @@ class Recorder:
     # ---- flushing ------------------------------------------------------------------------
 
     def flush(self, force: bool = False) -> bool:
-        """Write queued states, new metrics and due artifacts. False while the store fails
+        """Write queued states, due artifacts, the metrics of runs that ended and, every
+        ``METRICS_S`` (or when ``force``), those of running runs. False while the store fails
         (after a failure, calls wait out a growing back-off unless ``force``)."""
         self._read_live()
-        return self._soft(self._flush, force=force)
+        return self._soft(lambda: self._flush(all_metrics=force), force=force)
 
-    def _flush(self) -> None:
+    def _flush(self, all_metrics: bool = False) -> None:
         if not self.opened:
             self._open()
         assert self.store is not None
@@ -163,13 +169,19 @@ class Recorder:
             ):
                 self.store.set_state(stored, state, reason, extra)
             del self._wanted[run_id]
+        now = time.monotonic()
+        metrics_due = all_metrics or now - self._last_metrics >= METRICS_S
+        if metrics_due:
+            self._last_metrics = now
         finished_tails = set()
         for run_id in sorted(self._tailing):
+            ended = run_id in self._artifacts_due or self.runs[run_id].state not in ("running", "pending")
+            if not (metrics_due or ended):
+                continue
             self._tail(run_id)
             if run_id in self._artifacts_due:
                 self._log_artifacts(run_id)
-                finished_tails.add(run_id)
-            elif self.runs[run_id].state not in ("running", "pending"):
+            if ended:
                 finished_tails.add(run_id)
         self._tailing -= finished_tails
 
