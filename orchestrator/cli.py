@@ -14,6 +14,7 @@ import click
 from analysis.cli import fit_command, report_command
 from orchestrator.cli_support import json_option, print_json, set_option, user_errors
 from orchestrator.commands import cancel, mlflow_ui, status, submit
+from orchestrator.tune_command import tune
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gammaray")
@@ -75,7 +76,7 @@ def inspect(run_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
 
 
 # Grids (orchestrator.commands) and analysis (which imports neither torch nor ray).
-for command in (submit, status, cancel, mlflow_ui, fit_command, report_command):
+for command in (submit, status, cancel, mlflow_ui, tune, fit_command, report_command):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import math
+import signal
 import sys
+import threading
 from typing import Any, Callable
 
 import click
@@ -56,3 +58,21 @@ set_option = click.option(
     help="Override a config key, e.g. --set init.gamma=0.5 (repeatable).",
 )
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document as the last stdout line.")
+
+
+class sigterm_as_interrupt:
+    """Turn SIGTERM into KeyboardInterrupt inside the block, so a driver stops its Ray tasks and
+    records why before it exits."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

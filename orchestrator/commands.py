@@ -9,14 +9,12 @@ or the tracking store could not be written (the JSON says which), 0 otherwise.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import click
 
-from orchestrator.cli_support import fail, json_option, print_json, set_option, user_errors
+from orchestrator.cli_support import fail, json_option, print_json, set_option, sigterm_as_interrupt, user_errors
 
 tracking_option = click.option(
     "--tracking-uri",
@@ -111,7 +109,7 @@ def submit(
         assert address is not None
         _submit_as_job(plan.grid.name, grid_file, overrides, address, tracking_uri, max_parallel, detach, as_json)
         return
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         outcome = run(plan, address=address)
     counts = "  ".join(f"{n} {state}" for state, n in outcome.counts.items() if n)
     click.echo(
@@ -252,23 +250,3 @@ def _duration(seconds: float) -> str:
     from orchestrator.tables import format_duration
 
     return format_duration(seconds)
-
-
-class _sigterm_as_interrupt:
-    """Turn SIGTERM into KeyboardInterrupt while a grid runs, so the driver stops its tasks and
-    records why before it exits (SIGKILL loses nothing either: see the docs on resubmission)."""
-
-    def __enter__(self) -> None:
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-

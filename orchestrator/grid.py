@@ -15,6 +15,8 @@ A grid file is YAML::
     resources: {cpus: 1, gpus: 0, processes: 1}   # per run; cpus and gpus are per process
     max_parallel: 2                  # runs at once (default: as many as the cluster holds)
     retries: 2                       # re-attempts of a run whose worker died (default 2)
+    tune:                            # optional: what `gammaray tune` searches (`submit` ignores it)
+      params: {optim.lr: "log:1e-4:3e-2"}
 
 This module checks what can be checked without building run configs (keys, types, empty or
 repeated axis values, zip lengths); ``orchestrator.spec`` builds and resolves every point.
@@ -33,10 +35,11 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from orchestrator.errors import GridError
+from orchestrator.tune_space import TuneSettings, parse_section
 from trainers.config import RunConfig, parse_override, read_yaml_mapping
 from trainers.errors import ConfigError
 
-GRID_KEYS = ("name", "description", "base", "axes", "zip", "resources", "max_parallel", "retries")
+GRID_KEYS = ("name", "description", "base", "axes", "zip", "resources", "max_parallel", "retries", "tune")
 RESOURCE_KEYS = ("cpus", "gpus", "processes")
 DEFAULT_RETRIES = 2
 # Grid names become MLflow experiment names, folder names and Ray task names.
@@ -94,6 +97,7 @@ class Grid:
     retries: int = DEFAULT_RETRIES
     description: str = ""
     overridden: tuple[str, ...] = ()  # base keys set by --set rather than by the file
+    tune: TuneSettings | None = None  # the optional tune: section (orchestrator.tune_space)
 
     def points(self) -> list[Point]:
         """Every point of the grid: the cartesian product of the axes and the zip groups."""
@@ -184,6 +188,7 @@ def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
     retries = _count(
         grid_overrides.get("retries", raw.get("retries", DEFAULT_RETRIES)), "retries", source, grid_overrides, minimum=0
     )
+    tune = parse_section(raw.get("tune"), source)
     return Grid(
         name=name,
         source=source,
@@ -195,6 +200,7 @@ def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
         retries=DEFAULT_RETRIES if retries is None else retries,
         description=description,
         overridden=tuple(key for key, _ in base_overrides),
+        tune=tune,
     )
 
 

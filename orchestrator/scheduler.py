@@ -29,7 +29,7 @@ from orchestrator.progress import Progress, describe_result, snapshot
 from orchestrator.recorder import Recorder
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import one_line
-from orchestrator.worker import GangWorkerDied, read_attempts, run_gang, train_point
+from orchestrator.worker import GangWorkerDied, read_attempts, remote_function
 
 POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
 FLUSH_S = 1.0  # how often new metrics are sent to the store
@@ -138,8 +138,11 @@ class Scheduler:
             options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
         group = None
         if spec.processes == 1:
+            # DeepSpeed keeps process-wide state (groups, communicators): a worker that trained
+            # one DeepSpeed run cannot train another, so such a run gets a fresh process.
+            kind = "fresh" if spec.config.train.backend == "deepspeed" else "train"
             ref = (
-                self._task("train")
+                self._task(kind)
                 .options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, **options)
                 .remote(spec, attempt)
             )
@@ -153,10 +156,8 @@ class Scheduler:
         self.recorder.watch(spec.run_id)
 
     def _task(self, kind: str) -> Any:
-        import ray
-
         if kind not in self._tasks:
-            self._tasks[kind] = ray.remote(train_point if kind == "train" else run_gang)
+            self._tasks[kind] = remote_function(kind)
         return self._tasks[kind]
 
     def _wait(self, timeout: float) -> None:

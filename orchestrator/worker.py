@@ -81,7 +81,9 @@ def run_gang(spec: RunSpec, attempt: str, placement_group: Any) -> dict[str, Any
 
     master = ray.get(ray.remote(rendezvous).options(name=f"{spec.task_name}/rendezvous", **bundle(0)).remote())
     world = spec.processes
-    task = ray.remote(train_point)
+    # A fresh process per rank (max_calls=1): a worker reused by a second gang would carry the
+    # first one's torch.distributed and DeepSpeed state and fail ("Group ... is not registered").
+    task = ray.remote(max_calls=1)(train_point)
     refs = [
         task.options(name=f"{spec.task_name}/rank{rank}", **bundle(rank)).remote(spec, attempt, rank, world, master)
         for rank in range(world)
@@ -149,3 +151,14 @@ def _node_id() -> str | None:
         return ray.get_runtime_context().get_node_id()
     except Exception:  # outside Ray (tests call train_point directly)
         return None
+
+
+def remote_function(kind: str) -> Any:
+    """The Ray function of ``kind``: "train" (one process, workers reused across runs), "fresh"
+    (one process, a new worker per run: DeepSpeed keeps process-wide state, groups and
+    communicators, that a second run in the same process trips over) or "gang"."""
+    import ray
+
+    if kind == "gang":
+        return ray.remote(run_gang)
+    return ray.remote(max_calls=1)(train_point) if kind == "fresh" else ray.remote(train_point)

@@ -357,20 +357,41 @@ def test_a_grid_too_big_for_the_cluster_is_refused_before_anything_is_written(cl
 # ---- a multi-process DeepSpeed run as a gang ---------------------------------------------------
 
 
-def test_deepspeed_run_trains_as_a_gang_of_processes(cluster, tmp_path, mlflow_template):
+def test_deepspeed_runs_train_as_gangs_of_fresh_processes(cluster, tmp_path, mlflow_template):
     fresh_store(mlflow_template, tmp_path / "mlflow.db")
     path = write_grid(
         tmp_path,
         "gang",
         base={"train.backend": "deepspeed", "train.zero_stage": 1, "train.tokens": 8000},
+        axes={"init.gamma": [0.5, 1.0]},
         resources={"cpus": 1, "processes": 2},
+        max_parallel=1,  # one gang after the other: the second must not reuse the first's processes
     )
     outcome = submit(path, tmp_path, address=cluster.address)
-    [(run_id, state)] = outcome.states.items()
-    assert state == "finished"
-    folder = grid_folder(tmp_path, "gang") / run_id
-    attempts = read_attempts(folder)
-    assert sorted(a["rank"] for a in attempts) == [0, 1] and len({a["pid"] for a in attempts}) == 2
-    run = mlflow_runs(outcome.tracking_uri, "gang")[run_id]
-    assert run.data.params["train.processes"] == "2"
-    assert_metrics_match_jsonl(outcome.tracking_uri, run, folder)
+    assert set(outcome.states.values()) == {"finished"}
+    pids = set()
+    for run_id in outcome.states:
+        folder = grid_folder(tmp_path, "gang") / run_id
+        attempts = read_attempts(folder)
+        assert sorted(a["rank"] for a in attempts) == [0, 1]
+        pids |= {a["pid"] for a in attempts}
+        run = mlflow_runs(outcome.tracking_uri, "gang")[run_id]
+        assert run.data.params["train.processes"] == "2"
+        assert_metrics_match_jsonl(outcome.tracking_uri, run, folder)
+    assert len(pids) == 4  # DeepSpeed's process-wide state never meets a second run
+
+
+def test_one_process_deepspeed_runs_get_fresh_workers(cluster, tmp_path, mlflow_template):
+    fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    path = write_grid(
+        tmp_path,
+        "solo-deepspeed",
+        base={"train.backend": "deepspeed", "train.zero_stage": 2, "train.tokens": 8000},
+        axes={"init.gamma": [0.5, 1.0]},
+        resources={"cpus": 1},
+        max_parallel=1,
+    )
+    outcome = submit(path, tmp_path, address=cluster.address)
+    assert set(outcome.states.values()) == {"finished"}, outcome.states
+    folders = [grid_folder(tmp_path, "solo-deepspeed") / run_id for run_id in outcome.states]
+    assert len({read_attempts(folder)[0]["pid"] for folder in folders}) == 2
