@@ -93,6 +93,11 @@ def alone_seconds(grid_file: Path, folder: Path, sample: int | None) -> list[flo
         specs = expand(load_grid(grid_file), folder)
     if sample:
         specs = specs[:: max(1, len(specs) // sample)][:sample]
+    # One untimed run first: a process's first run pays one-time costs (imports such as the
+    # torch._dynamo that the first optimizer pulls in, data tables) that the grid's workers pay
+    # once each; the reference is what a run costs in a warm process.
+    with workspace(folder / "warm-up"):
+        train_point(expand(load_grid(grid_file), folder / "warm-up")[0], attempt="warm-up:1")
     seconds = []
     for spec in specs:
         start = time.perf_counter()
@@ -157,7 +162,10 @@ def measure(runs: int = 16, tokens: int = 300_000, repeats: int = 1, alone_sampl
                 submitted = grid_makespan(grid_file, root_path / f"grid-{repeat}")
                 ideal = statistics.mean(alone) * runs / slots
                 makespan = submitted["makespan_s"]
-                rows.append({"alone_s": alone, "ideal_s": ideal, "ratio": makespan / ideal, **submitted})
+                # CPU the workers spent beyond the runs' own (imports, warm-up, two runs sharing caches).
+                extra = submitted["cpu_s_ray_workers"] - statistics.mean(alone) * runs
+                rows.append({"alone_s": alone, "ideal_s": ideal, "ratio": makespan / ideal, **submitted,
+                             "workers_extra_cpu_s": extra})  # fmt: skip
                 print(f"repeat {repeat + 1}: makespan {makespan:.1f} s vs ideal {ideal:.1f} s "
                       f"({runs} runs × {statistics.mean(alone):.2f} s alone / {slots}) = {makespan / ideal:.3f}; CPU s: "
                       + ", ".join(f"{k[6:]} {v:.1f}" for k, v in submitted.items() if k.startswith("cpu_s_")),

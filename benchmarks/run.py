@@ -36,7 +36,7 @@ QUICK = {
 }
 FULL = {
     "trainer": ["--sizes", "tiny,1m,5m", "--steps", "30", "--repeats", "3", "--deepspeed"],
-    "orchestration": ["--runs", "16", "--tokens", "300000", "--repeats", "2"],
+    "orchestration": ["--runs", "16", "--tokens", "300000", "--alone-sample", "8"],
     "fit": [],
     "diagnostics": ["--sizes", "tiny,100k", "--steps", "100", "--repeats", "3"],
     "data": [],

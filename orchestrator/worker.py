@@ -145,12 +145,11 @@ def read_attempts(out_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _node_id() -> str | None:
-    try:
-        import ray
+    """The Ray node this process runs on; None outside Ray (tests and benchmarks call
+    ``train_point`` directly), where asking the runtime context would start a Ray cluster."""
+    import ray
 
-        return ray.get_runtime_context().get_node_id()
-    except Exception:  # outside Ray (tests call train_point directly)
-        return None
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def remote_function(kind: str) -> Any:
