@@ -31,8 +31,8 @@ BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 QUICK = {
     "trainer": ["--sizes", "tiny,1m", "--steps", "20", "--repeats", "3"],
     "fit": ["--naive-resamples", "2", "--lbfgsb-resamples", "20"],
-    "diagnostics": ["--sizes", "tiny", "--steps", "60", "--repeats", "2"],
-    "orchestration": ["--runs", "16", "--tokens", "150000", "--alone-sample", "4"],
+    "diagnostics": ["--sizes", "tiny", "--steps", "60", "--repeats", "1"],
+    "orchestration": ["--runs", "16", "--tokens", "300000", "--alone-sample", "2"],
 }
 FULL = {
     "trainer": ["--sizes", "tiny,1m,5m", "--steps", "30", "--repeats", "3", "--deepspeed"],
