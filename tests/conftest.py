@@ -1,13 +1,50 @@
-"""Shared test setup: every test gets its own workspace, so nothing leaks into ./gammaray-runs."""
+"""Shared test setup: every test gets its own workspace, so nothing leaks into ./gammaray-runs,
+and Ray runs with token authentication on, a token of the session's own, and its files under a
+short private folder."""
 
 import os
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+RAY_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")
+_saved_ray_environment: dict[str, str | None] = {}
+
+
+def pytest_configure(config):
+    """Ray's environment for the session. It is set here, before any test module or test imports
+    Ray, because a process reads Ray's authentication mode once: a test that imported Ray first
+    would leave every later connection of the session without the token."""
+    root = Path(tempfile.mkdtemp(prefix="grt-", dir="/tmp"))
+    token = root / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    _saved_ray_environment.update({k: os.environ.get(k) for k in RAY_VARIABLES})
+    os.environ.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token),
+        RAY_TMPDIR=str(root),  # Ray puts its sessions in $RAY_TMPDIR/ray
+        RAY_USAGE_STATS_ENABLED="0",
+    )
+
+
+def pytest_unconfigure(config):
+    root = os.environ.get("RAY_TMPDIR")
+    for key, value in _saved_ray_environment.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    if root and Path(root).name.startswith("grt-"):
+        shutil.rmtree(root, ignore_errors=True)
+        time.sleep(1)  # a Ray process that was just stopped may still create a log folder
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

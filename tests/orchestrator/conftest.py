@@ -3,21 +3,19 @@
 Ray starts slowly on a 2-core machine, so a test module starts one cluster (``ray start
 --head --block`` in a subprocess, stopped by terminating that process, never by ``ray stop``,
 which would stop every Ray cluster of this user on the machine) and its tests share it. Token
-authentication stays on, with a token of the session's own; session files go under a short
-private temp folder.
+authentication stays on, with a token of the session's own, and session files go under a
+short private temp folder (``tests/conftest.py`` sets both up before any test imports Ray).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,34 +34,6 @@ TINY = {
     "train.log_every": 5,
     "data.eval_sequences": 32,
 }
-
-
-@pytest.fixture(scope="session", autouse=True)
-def ray_environment() -> Iterator[None]:
-    """Token auth on with this session's token; Ray's files under a short private folder."""
-    root = Path(tempfile.mkdtemp(prefix="grt-", dir="/tmp"))
-    token = root / "auth_token"
-    token.write_text(secrets.token_hex(32))
-    saved = {
-        k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")
-    }
-    os.environ.update(
-        RAY_AUTH_MODE="token",
-        RAY_AUTH_TOKEN_PATH=str(token),
-        RAY_TMPDIR=str(root),  # Ray puts its sessions in $RAY_TMPDIR/ray
-        RAY_USAGE_STATS_ENABLED="0",
-    )
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(root, ignore_errors=True)
-        time.sleep(1)  # a Ray process that was just stopped may still create a log folder
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
