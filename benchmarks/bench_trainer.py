@@ -8,7 +8,9 @@ noisy machine slows both alike:
 Both clock the same steps from the first one: the trainer evaluates once before its first
 step, so the plain loop runs the same forward pass over the eval batch first, off the clock.
 The ratio trainer/plain is the orchestration tax. MFU = flops_per_token × tokens/s / peak, with
-the peak measured here as the best fp32 matmul rate (square matrices, this process's threads).
+the peak measured here as the best fp32 matmul rate (square matrices, this process's threads),
+again at every repeat, right before it: this VM's speed drifts by 10-20% over minutes, and a
+peak taken once would move every MFU with it.
 
     python benchmarks/bench_trainer.py [--sizes tiny,1m,5m] [--steps 30] [--repeats 3] [--deepspeed]
 
@@ -80,10 +82,11 @@ def trainer_tokens_per_s(overrides: list[str], steps: int) -> float:
         return run_local(config, folder).tokens_per_s
 
 
-def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, peak: float) -> dict:
+def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool) -> dict:
     overrides = [f"model.preset={preset}", *BATCH]
-    plain, trainer, ds = [], [], []
+    plain, trainer, ds, peaks = [], [], [], []
     for _ in range(repeats):
+        peaks.append(matmul_peak_flops(seconds=1.0))
         plain.append(plain_tokens_per_s(overrides, steps))
         trainer.append(trainer_tokens_per_s(overrides, steps))
         if deepspeed:
@@ -94,8 +97,9 @@ def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, peak: flo
         "plain_tokens_per_s": statistics.median(plain),
         "trainer_tokens_per_s": statistics.median(trainer),
         "trainer_vs_plain": statistics.median(t / p for t, p in zip(trainer, plain)),
-        "trainer_mfu": statistics.median(trainer) * flops_per_token / peak,
-        "plain_mfu": statistics.median(plain) * flops_per_token / peak,
+        "matmul_peak_flops": statistics.median(peaks),
+        "trainer_mfu": statistics.median(t * flops_per_token / k for t, k in zip(trainer, peaks)),
+        "plain_mfu": statistics.median(p * flops_per_token / k for p, k in zip(plain, peaks)),
     }
     if deepspeed:
         row["deepspeed_tokens_per_s"] = statistics.median(ds)
@@ -104,16 +108,15 @@ def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, peak: flo
 
 
 def measure(sizes: str = "tiny,1m,5m", steps: int = 30, repeats: int = 3, deepspeed: bool = False) -> dict:
-    peak = matmul_peak_flops()
     rows = []
     for preset in sizes.split(","):
         size_steps = steps if preset not in ("5m",) else max(5, steps // 4)
-        rows.append(bench_size(preset, size_steps, repeats, deepspeed, peak))
+        rows.append(bench_size(preset, size_steps, repeats, deepspeed))
         row = rows[-1]
         print(f"{preset:>5}: trainer {row['trainer_tokens_per_s']:,.0f} tok/s = {row['trainer_vs_plain']:.3f}× plain, "
               f"MFU {row['trainer_mfu']:.1%}" + (f"; deepspeed {row['deepspeed_vs_plain']:.3f}× plain" if deepspeed else ""),
               file=sys.stderr)  # fmt: skip
-    return {"threads": torch.get_num_threads(), "matmul_peak_flops": peak, "sizes": rows}
+    return {"threads": torch.get_num_threads(), "sizes": rows}
 
 
 def main() -> None:
