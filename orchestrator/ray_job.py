@@ -93,12 +93,15 @@ def submit_job(
     with tempfile.TemporaryDirectory(prefix="gammaray-job-") as folder:
         name = Path(grid_file).name
         shutil.copyfile(grid_file, Path(folder) / name)
-        client.submit_job(
-            entrypoint=driver_command(name, overrides, tracking_uri, max_parallel),
-            submission_id=job_id,
-            runtime_env={"working_dir": folder},
-            metadata={"gammaray.grid": grid_name, "gammaray.tracking_uri": tracking_uri},
-        )
+        try:
+            client.submit_job(
+                entrypoint=driver_command(name, overrides, tracking_uri, max_parallel),
+                submission_id=job_id,
+                runtime_env={"working_dir": folder},
+                metadata={"gammaray.grid": grid_name, "gammaray.tracking_uri": tracking_uri},
+            )
+        except Exception as error:  # refused by the job server: auth, upload size, a bad request
+            raise ConfigError(f"--address {address}: the job server refused the grid ({_one_line(error)})") from error
     return JobSubmission(job_id=job_id, address=address, grid=grid_name, tracking_uri=tracking_uri)
 
 
