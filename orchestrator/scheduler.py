@@ -29,7 +29,7 @@ from orchestrator.progress import Progress, describe_result, snapshot
 from orchestrator.recorder import Recorder
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import one_line
-from orchestrator.worker import GangWorkerDied, read_attempts, remote_function
+from orchestrator.worker import GangWorkerDied, ended_tasks, read_attempts, remote_function
 
 POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
 FLUSH_S = 1.0  # how often new metrics are sent to the store
@@ -75,7 +75,6 @@ class Scheduler:
         self.submission = uuid.uuid4().hex[:8]
         self._last_flush = 0.0
         self._last_capacity = time.monotonic()
-        self._tasks: dict[str, Any] = {}
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -142,35 +141,22 @@ class Scheduler:
             # one DeepSpeed run cannot train another, so such a run gets a fresh process.
             kind = "fresh" if spec.config.train.backend == "deepspeed" else "train"
             ref = (
-                self._task(kind)
+                remote_function(kind)
                 .options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, **options)
                 .remote(spec, attempt)
             )
         else:
             bundle = {"CPU": spec.resources.cpus, **({"GPU": spec.resources.gpus} if spec.resources.gpus else {})}
             group = placement_group([bundle] * spec.processes, strategy="PACK", name=spec.task_name)
-            ref = self._task("gang").options(num_cpus=0, **options).remote(spec, attempt, group)
+            ref = remote_function("gang").options(num_cpus=0, **options).remote(spec, attempt, group)
         self.used_cpus += spec.processes * spec.resources.cpus
         self.used_gpus += spec.processes * spec.resources.gpus
         self.inflight[ref] = Attempt(spec, number, ref, group, time.monotonic())
         self.recorder.watch(spec.run_id)
 
-    def _task(self, kind: str) -> Any:
-        if kind not in self._tasks:
-            self._tasks[kind] = remote_function(kind)
-        return self._tasks[kind]
-
     def _wait(self, timeout: float) -> None:
-        import ray
-
-        if not self.inflight:
-            return
-        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
-        if ready:
-            # Collect everything else that has ended too.
-            more, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
-            for ref in {*ready, *more}:
-                self._complete(self.inflight.pop(ref))
+        for ref in ended_tasks(list(self.inflight), timeout):
+            self._complete(self.inflight.pop(ref))
 
     def _note_starts(self) -> None:
         """Mark a run running once its worker has recorded this attempt's start."""

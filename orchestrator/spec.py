@@ -96,15 +96,16 @@ def expand(grid: Grid, workspace: Path) -> list[RunSpec]:
                 label=point.label(),
                 resources=resources,
                 out_dir=str(folder / run_id),
-                n_params=resolved.n_params,
-                n_params_non_embedding=resolved.n_params_non_embedding,
-                tokens=resolved.tokens,
-                steps=resolved.steps,
-                train_flops=resolved.train_flops,
-                flops_per_token=resolved.flops_per_token,
+                **derived_numbers(resolved),
             )
         )
     return specs
+
+
+def derived_numbers(resolved: Any) -> dict[str, Any]:
+    """The numbers a ``RunSpec`` carries from its resolved run (``trainers.config.ResolvedRun``)."""
+    names = ("n_params", "n_params_non_embedding", "tokens", "steps", "train_flops", "flops_per_token")
+    return {name: getattr(resolved, name) for name in names}
 
 
 def _point_values(grid: Grid, point: Point) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from orchestrator.spec import RunSpec
 from orchestrator.tracking import one_line
 from orchestrator.tune_plan import TunePlan, format_value
 from orchestrator.tune_studies import MAX_FAILURES, StudyState
-from orchestrator.worker import GangWorkerDied, remote_function
+from orchestrator.worker import GangWorkerDied, ended_tasks, remote_function
 
 if TYPE_CHECKING:
     from orchestrator.tune_results import TuneOutcome
@@ -115,7 +115,6 @@ class Tuner:
         self.inflight: dict[Any, Running] = {}  # Ray ref -> run
         self.by_run: dict[str, Running] = {}  # run id -> run
         self.counts = CallCounts()
-        self._remote: dict[str, Any] = {}
 
     # ---- the loop ------------------------------------------------------------------------
 
@@ -182,7 +181,7 @@ class Tuner:
             # A DeepSpeed or GPU run gets a fresh worker process: process groups and CUDA memory
             # are not left behind for the next trial (a reused worker fails to start DeepSpeed again).
             fresh = spec.config.train.backend == "deepspeed" or spec.resources.gpus > 0
-            task = self._task("fresh" if fresh else "train").options(
+            task = remote_function("fresh" if fresh else "train").options(
                 num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, **options
             )
             running.ref = task.remote(spec, attempt)
@@ -190,28 +189,16 @@ class Tuner:
             bundle = {"CPU": spec.resources.cpus, **({"GPU": spec.resources.gpus} if spec.resources.gpus else {})}
             running.placement_group = placement_group([bundle] * spec.processes, strategy="PACK")
             running.ref = (
-                self._task("gang").options(num_cpus=0, **options).remote(spec, attempt, running.placement_group)
+                remote_function("gang").options(num_cpus=0, **options).remote(spec, attempt, running.placement_group)
             )
         running.started = time.monotonic()
         self.inflight[running.ref] = running
         self.by_run[spec.run_id] = running
 
-    def _task(self, kind: str) -> Any:
-        if kind not in self._remote:
-            self._remote[kind] = remote_function(kind)
-        return self._remote[kind]
-
     def _wait(self, timeout: float) -> None:
-        import ray
-
-        if not self.inflight:
-            return
-        ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=timeout)
-        if ready:
-            more, _ = ray.wait(list(self.inflight), num_returns=len(self.inflight), timeout=0)
-            for ref in {*ready, *more}:
-                if ref in self.inflight:
-                    self._complete(self._remove(ref))
+        for ref in ended_tasks(list(self.inflight), timeout):
+            if ref in self.inflight:
+                self._complete(self._remove(ref))
 
     # ---- while a run trains --------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from orchestrator.errors import GridError
 from orchestrator.grid import TOKEN_KEYS, Grid, Point, load_grid
-from orchestrator.spec import RunSpec, expand
+from orchestrator.spec import RunSpec, derived_numbers, expand
 from orchestrator.tune_space import (
     DEFAULT_METRIC,
     Param,
@@ -87,12 +87,7 @@ class TunePlan:
             point=group.spec.point + tuple(values.items()),
             label=f"{group.key} {shown}".strip(),
             out_dir=str(self.folder / resolved.run_id),
-            n_params=resolved.n_params,
-            n_params_non_embedding=resolved.n_params_non_embedding,
-            tokens=resolved.tokens,
-            steps=resolved.steps,
-            train_flops=resolved.train_flops,
-            flops_per_token=resolved.flops_per_token,
+            **derived_numbers(resolved),
         )
 
 

@@ -9,6 +9,7 @@ writes to the tracking store.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -152,6 +153,7 @@ def _node_id() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
+@functools.cache
 def remote_function(kind: str) -> Any:
     """The Ray function of ``kind``: "train" (one process, workers reused across runs), "fresh"
     (one process, a new worker per run: DeepSpeed keeps process-wide state, groups and
@@ -161,3 +163,16 @@ def remote_function(kind: str) -> Any:
     if kind == "gang":
         return ray.remote(run_gang)
     return ray.remote(max_calls=1)(train_point) if kind == "fresh" else ray.remote(train_point)
+
+
+def ended_tasks(refs: list[Any], timeout: float) -> set[Any]:
+    """The tasks of ``refs`` that have ended, waiting up to ``timeout`` seconds for the first."""
+    import ray
+
+    if not refs:
+        return set()
+    ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)
+    if not ready:
+        return set()
+    more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)  # everything else that ended too
+    return {*ready, *more}

@@ -190,3 +190,14 @@ def wait_for(condition, timeout: float, interval: float = 0.05, what: str = "con
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def mlflow_healthy(uri: str) -> bool:
+    """Whether the MLflow server at ``uri`` answers its health check."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False

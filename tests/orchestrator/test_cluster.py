@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,16 @@ import pytest
 from orchestrator.replay import record_metrics
 from orchestrator.status import grid_status
 from orchestrator.worker import read_attempts
-from tests.orchestrator.conftest import connected, free_port, fresh_store, start_cluster, submit, wait_for, write_grid
+from tests.orchestrator.conftest import (
+    connected,
+    free_port,
+    fresh_store,
+    mlflow_healthy,
+    start_cluster,
+    submit,
+    wait_for,
+    write_grid,
+)
 from trainers.callbacks import read_jsonl
 
 pytestmark = pytest.mark.cluster
@@ -75,7 +83,7 @@ def mlflow_server(tmp_path, mlflow_template):
         )  # fmt: skip
         started.append(process)
         uri = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _healthy(uri), 120, 0.3, "the MLflow server")
+        wait_for(lambda: mlflow_healthy(uri), 120, 0.3, "the MLflow server")
         return uri
 
     yield start
@@ -87,13 +95,6 @@ def mlflow_server(tmp_path, mlflow_template):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def test_mlflow_server_outage_loses_nothing_and_replays(two_nodes, tmp_path, mlflow_server, monkeypatch):

@@ -16,14 +16,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from orchestrator.worker import read_attempts
 from tests.conftest import run_cli
-from tests.orchestrator.conftest import free_port, start_cluster, wait_for, write_grid
+from tests.orchestrator.conftest import free_port, mlflow_healthy, start_cluster, wait_for, write_grid
 from tests.orchestrator.postgres import postgres_bin, start_postgres
 
 pytestmark = [
@@ -48,7 +47,7 @@ def tracking_server():
         )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _healthy(uri) or server.poll() is not None, 180, 0.5, "the MLflow server")
+        wait_for(lambda: mlflow_healthy(uri) or server.poll() is not None, 180, 0.5, "the MLflow server")
         assert server.poll() is None, f"mlflow server exited at start:\n{log.read_text()[-3000:]}"
         yield uri
     finally:
@@ -166,13 +165,6 @@ def test_detach_needs_a_job_address(tmp_path):
     result = run_cli("submit", str(grid), "--detach")
     assert result.returncode == 2 and "--detach: only with --address http://" in result.stderr
 
-
-def _healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 def _job_client(factory, address: str):
