@@ -213,10 +213,25 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(arch.head_dim, arch.seq_len, arch.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        self._compiled_forward = None  # set by ``compile_training``
+
+    def compile_training(self) -> None:
+        """Run training forwards (``self.training`` and gradients on) through ``torch.compile``.
+
+        Evaluation and the diagnostics' forwards stay eager: they run rarely, with other shapes
+        and flags, and would each cost a compile. The module, its parameters and its state dict
+        are unchanged, so checkpoints and engines that wrap the model see the same model.
+        """
+        self._compiled_forward = torch.compile(self._forward)
 
     def forward(self, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V) for ``tokens`` (B, T); with ``targets`` (B, T), the mean next-token
         cross-entropy in nats instead (so a wrapping engine sees one forward that returns a loss)."""
+        if self._compiled_forward is not None and self.training and torch.is_grad_enabled():
+            return self._compiled_forward(tokens, targets)
+        return self._forward(tokens, targets)
+
+    def _forward(self, tokens: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         t = tokens.shape[1]
         cos, sin = self.rope_cos[:t], self.rope_sin[:t]
         x = self.embed(tokens)  # (B, T, C)

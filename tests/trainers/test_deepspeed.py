@@ -25,10 +25,11 @@ def torch_run(tmp_path_factory):
     return folder, result
 
 
-@pytest.mark.parametrize("stage", [2, 3])
-def test_zero_with_two_processes_trains_and_matches_torch(tmp_path, torch_run, stage):
+@pytest.mark.parametrize(("stage", "compile"), [(2, False), (3, False), (2, True)], ids=["zero2", "zero3", "zero2-compiled"])
+def test_zero_with_two_processes_trains_and_matches_torch(tmp_path, torch_run, stage, compile):
     torch_folder, torch_result = torch_run
-    config = load_run_config(None, [*RUN, "train.backend=deepspeed", "train.processes=2", f"train.zero_stage={stage}"])
+    config = load_run_config(None, [*RUN, "train.backend=deepspeed", "train.processes=2", f"train.zero_stage={stage}",
+                                    f"train.compile={compile}"])
     result = run_local(config, tmp_path, [JsonlLogger(tmp_path / "metrics.jsonl")])
 
     assert result.status == "finished"

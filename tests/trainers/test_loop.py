@@ -95,3 +95,34 @@ def test_result_counts(tmp_path):
     assert result.tokens == result.steps * 8 * 32
     assert result.train_flops == result.tokens * 6 * result.n_params_non_embedding
     assert result.tokens_per_s > 0 and result.wall_s > 0
+
+
+def test_compiled_training_follows_the_eager_trajectory(tmp_path):
+    """train.compile runs training forwards through torch.compile (one graph, no breaks) and
+    leaves evals and the diagnostics' forwards eager: the run is the same experiment."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    run = ["train.tokens=8000", "train.log_every=5"]
+    eager = train(config(*run), tmp_path / "eager", [JsonlLogger(tmp_path / "eager" / "metrics.jsonl")])
+    torch._dynamo.reset()  # forget graphs an earlier test compiled, so that this run compiles its own
+    counters.clear()
+    compiled = train(config(*run, "train.compile=true"), tmp_path / "compiled", [JsonlLogger(tmp_path / "compiled" / "metrics.jsonl")])
+
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["graph_break"]
+    assert compiled.run_id == eager.run_id  # compiling changes the speed, not the run
+    eager_losses, compiled_losses = losses(tmp_path / "eager" / "metrics.jsonl"), losses(tmp_path / "compiled" / "metrics.jsonl")
+    assert [r[:2] for r in compiled_losses] == [r[:2] for r in eager_losses]
+    assert [r[2] for r in compiled_losses] == pytest.approx([r[2] for r in eager_losses], rel=1e-4)
+    records = read_jsonl(tmp_path / "compiled" / "metrics.jsonl")
+    assert any(key.startswith("diag/") for r in records for key in r)
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    from trainers.errors import ConfigError
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++ or clang++ to be found
+    monkeypatch.delenv("CXX", raising=False)
+    with pytest.raises(ConfigError, match="train.compile: .*C\\+\\+ compiler"):
+        train(config("train.tokens=2000", "train.compile=true"), tmp_path / "run")

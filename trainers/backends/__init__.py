@@ -6,6 +6,8 @@ which one it has.
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Protocol
 
@@ -55,6 +57,19 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def compile_if_asked(run: ResolvedRun, model: torch.nn.Module, device: torch.device) -> None:
+    """``train.compile``: compile the model's training forwards (``Transformer.compile_training``)."""
+    if not run.config.train.compile:
+        return
+    # Inductor builds C++ kernels on a CPU; without a compiler it would fail at the first step.
+    compilers = (os.environ.get("CXX"), "g++", "clang++")
+    if device.type == "cpu" and not any(c and shutil.which(c) for c in compilers):
+        from trainers.errors import ConfigError
+
+        raise ConfigError("train.compile: torch.compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX)")
+    model.compile_training()
 
 
 def make_backend(run: ResolvedRun, model: torch.nn.Module, dist: DistInfo) -> Backend:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.backends import pick_device, pick_dtype
+from trainers.backends import compile_if_asked, pick_device, pick_dtype
 from trainers.config import ResolvedRun
 from trainers.distributed import DistInfo
 from trainers.optim import build_optimizer
@@ -58,6 +58,7 @@ class DeepSpeedBackend:
         if run.config.optim.grad_clip > 0:
             ds_config["gradient_clipping"] = run.config.optim.grad_clip
         model = model.to(self.device)
+        compile_if_asked(run, model, self.device)
         optimizer = build_optimizer(model, run.config.optim)
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.model = self.engine.module

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.backends import pick_device, pick_dtype
+from trainers.backends import compile_if_asked, pick_device, pick_dtype
 from trainers.config import ResolvedRun
 from trainers.optim import build_optimizer
 
@@ -16,6 +16,7 @@ class TorchBackend:
     def __init__(self, run: ResolvedRun, model: torch.nn.Module):
         self.device = pick_device(run.config.train.device)
         self.model = model.to(self.device)
+        compile_if_asked(run, self.model, self.device)
         self.optimizer = build_optimizer(self.model, run.config.optim)
         self.grad_clip = run.config.optim.grad_clip
         dtype = pick_dtype(run.config.train.precision, self.device)
