@@ -1,10 +1,12 @@
 """Trainer throughput against a minimal plain-PyTorch loop, and MFU against a measured matmul peak.
 
-For each size, in one process and interleaved (plain, trainer, plain, trainer, ...) so that a
-noisy machine slows both alike:
-  plain    the same model, init, batch and AdamW step in a bare loop over pre-generated batches;
-  trainer  ``trainers.loop.train`` (torch backend) with its data source; its own ``tokens_per_s``
-           clocks the training steps and leaves out the evals and checkpoints.
+For each size, in one process and interleaved so that a noisy machine slows both alike (plain,
+trainer, then trainer, plain at the next repeat, so that a steady drift cancels in the median):
+  plain     the same model, init, batch and AdamW step in a bare loop over pre-generated batches;
+  trainer   ``trainers.loop.train`` (torch backend) with its data source; its own ``tokens_per_s``
+            clocks the training steps and leaves out the evals and checkpoints;
+  compiled  (--compile SIZES) the trainer with ``train.compile=true``, its graph compiled once
+            per process before the repeats (a one-off cost, reported as ``compile_s``).
 Both clock the same steps from the first one: the trainer evaluates once before its first
 step, so the plain loop runs the same forward pass over the eval batch first, off the clock.
 The ratio trainer/plain is the orchestration tax. MFU = flops_per_token × tokens/s / peak, with
@@ -12,7 +14,7 @@ the peak measured here as the best fp32 matmul rate (square matrices, this proce
 again at every repeat, right before it: this VM's speed drifts by 10-20% over minutes, and a
 peak taken once would move every MFU with it.
 
-    python benchmarks/bench_trainer.py [--sizes tiny,1m,5m] [--steps 30] [--repeats 3] [--deepspeed]
+    python benchmarks/bench_trainer.py [--sizes tiny,1m,5m] [--steps 30] [--repeats 3] [--deepspeed] [--compile 1m]
 
 The last stdout line is one JSON object.
 """
@@ -82,39 +84,67 @@ def trainer_tokens_per_s(overrides: list[str], steps: int) -> float:
         return run_local(config, folder).tokens_per_s
 
 
-def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool) -> dict:
+def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, compile: bool) -> dict:
     overrides = [f"model.preset={preset}", *BATCH]
-    plain, trainer, ds, peaks = [], [], [], []
-    for _ in range(repeats):
+    compiled_overrides = [*overrides, "train.compile=true"]
+    # Off the clock: the first model of a shape pays first-use costs (allocator, kernels) that
+    # would fall on whichever of the two ran first.
+    plain_tokens_per_s(overrides, 3)
+    trainer_tokens_per_s(overrides, 3)
+    compile_s = None
+    if compile:  # compile once, off the clock: every later model of this shape reuses the graph
+        start = time.perf_counter()
+        trainer_tokens_per_s(compiled_overrides, 2)
+        compile_s = time.perf_counter() - start
+    plain, trainer, compiled, ds, peaks = [], [], [], [], []
+    for repeat in range(repeats):
         peaks.append(matmul_peak_flops(seconds=1.0))
-        plain.append(plain_tokens_per_s(overrides, steps))
-        trainer.append(trainer_tokens_per_s(overrides, steps))
+        pair = [lambda: plain.append(plain_tokens_per_s(overrides, steps)),
+                lambda: trainer.append(trainer_tokens_per_s(overrides, steps))]
+        for measure_one in pair if repeat % 2 == 0 else reversed(pair):
+            measure_one()
+        if compile:
+            compiled.append(trainer_tokens_per_s(compiled_overrides, steps))
         if deepspeed:
             ds.append(trainer_tokens_per_s([*overrides, "train.backend=deepspeed", "train.zero_stage=2"], steps))
     flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
+
+    def mfu(tokens_per_s: list[float]) -> float:
+        return statistics.median(t * flops_per_token / k for t, k in zip(tokens_per_s, peaks))
+
     row = {
         "preset": preset,
         "plain_tokens_per_s": statistics.median(plain),
         "trainer_tokens_per_s": statistics.median(trainer),
         "trainer_vs_plain": statistics.median(t / p for t, p in zip(trainer, plain)),
         "matmul_peak_flops": statistics.median(peaks),
-        "trainer_mfu": statistics.median(t * flops_per_token / k for t, k in zip(trainer, peaks)),
-        "plain_mfu": statistics.median(p * flops_per_token / k for p, k in zip(plain, peaks)),
+        "trainer_mfu": mfu(trainer),
+        "plain_mfu": mfu(plain),
     }
+    if compile:
+        row["compiled_tokens_per_s"] = statistics.median(compiled)
+        row["compiled_vs_plain"] = statistics.median(c / p for c, p in zip(compiled, plain))
+        row["compiled_mfu"] = mfu(compiled)
+        row["compile_s"] = compile_s
     if deepspeed:
         row["deepspeed_tokens_per_s"] = statistics.median(ds)
         row["deepspeed_vs_plain"] = statistics.median(d / p for d, p in zip(ds, plain))
     return row
 
 
-def measure(sizes: str = "tiny,1m,5m", steps: int = 30, repeats: int = 3, deepspeed: bool = False) -> dict:
+def measure(sizes: str = "tiny,1m,5m", steps: int = 30, repeats: int = 3, deepspeed: bool = False,
+            compile_sizes: str = "") -> dict:  # fmt: skip
     rows = []
     for preset in sizes.split(","):
-        size_steps = steps if preset not in ("5m",) else max(5, steps // 4)
-        rows.append(bench_size(preset, size_steps, repeats, deepspeed))
+        # About the same seconds per measurement at every size: a tiny step is 8× faster than 1m's.
+        size_steps = {"tiny": 4 * steps, "5m": max(5, steps // 4)}.get(preset, steps)
+        compile = preset in compile_sizes.split(",")
+        rows.append(bench_size(preset, size_steps, repeats, deepspeed, compile))
         row = rows[-1]
         print(f"{preset:>5}: trainer {row['trainer_tokens_per_s']:,.0f} tok/s = {row['trainer_vs_plain']:.3f}× plain, "
-              f"MFU {row['trainer_mfu']:.1%}" + (f"; deepspeed {row['deepspeed_vs_plain']:.3f}× plain" if deepspeed else ""),
+              f"MFU {row['trainer_mfu']:.1%}"
+              + (f"; compiled {row['compiled_vs_plain']:.3f}× plain, MFU {row['compiled_mfu']:.1%}" if compile else "")
+              + (f"; deepspeed {row['deepspeed_vs_plain']:.3f}× plain" if deepspeed else ""),
               file=sys.stderr)  # fmt: skip
     return {"threads": torch.get_num_threads(), "sizes": rows}
 
@@ -125,8 +155,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--deepspeed", action="store_true", help="also time the DeepSpeed backend (1 process)")
+    parser.add_argument("--compile", default="", metavar="SIZES", help="also time train.compile=true at these sizes")
     args = parser.parse_args()
-    print(json.dumps(measure(args.sizes, args.steps, args.repeats, args.deepspeed)))
+    print(json.dumps(measure(args.sizes, args.steps, args.repeats, args.deepspeed, args.compile)))
 
 
 if __name__ == "__main__":

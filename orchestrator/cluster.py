@@ -56,6 +56,9 @@ def connect(address: str | None, local_capacity: Capacity) -> Cluster:
             logging_level=logging.WARNING,
             **({"_temp_dir": temp_dir} if (temp_dir := ray_temp_dir()) else {}),
         )
+        from orchestrator.worker import warm_up_workers
+
+        warm_up_workers(int(local_capacity.cpus))
     url = getattr(context, "dashboard_url", None)
     return _describe(owned=True, dashboard_url=f"http://{url}" if url and not url.startswith("http") else url)
 

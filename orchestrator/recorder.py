@@ -236,8 +236,8 @@ class Recorder:
 
         def poll() -> None:
             assert self.store is not None and self.experiment_id is not None
-            for run_id, stored in self.store.runs(self.experiment_id).items():
-                if run_id in self.runs and TAG_CANCEL in stored.tags and run_id not in self._clear_cancel:
+            for run_id, stored in self.store.runs(self.experiment_id, with_tag=TAG_CANCEL).items():
+                if run_id in self.runs and run_id not in self._clear_cancel:
                     found.add(run_id)
                     self.runs[run_id].tags[TAG_CANCEL] = stored.tags[TAG_CANCEL]
 

@@ -143,16 +143,19 @@ class Store:
 
     # ---- runs ----------------------------------------------------------------------------
 
-    def runs(self, experiment_id: str) -> dict[str, StoredRun]:
-        """Every grid point's run in the experiment, by gammaray run id.
+    def runs(self, experiment_id: str, with_tag: str | None = None) -> dict[str, StoredRun]:
+        """Every grid point's run in the experiment (or only those tagged ``with_tag``), by
+        gammaray run id.
 
         If a point has two MLflow runs (a creation interrupted between calls), the one with a
         result, else the oldest, is kept.
         """
+        # Filtering in the store matters: a search loads every matching run's latest metrics.
+        having = f"tags.`{with_tag}` LIKE '%'" if with_tag else ""
         found: dict[str, StoredRun] = {}
         token = None
         while True:
-            page = _retry(self.client.search_runs, [experiment_id], max_results=1000, page_token=token)
+            page = _retry(self.client.search_runs, [experiment_id], having, max_results=1000, page_token=token)
             for run in page:
                 stored = _stored(run)
                 if stored is None:
@@ -166,28 +169,29 @@ class Store:
 
     def create_run(self, experiment_id: str, grid: str, run_id: str, name: str, params: dict[str, str]) -> StoredRun:
         """A new pending run for a grid point, with its params."""
-        from mlflow.entities import Param, RunTag
-
         tags = {TAG_GRID: grid, TAG_RUN_ID: run_id, TAG_STATE: "pending"}
         run = _retry(self.client.create_run, experiment_id, tags=tags, run_name=name)
         mlflow_id = run.info.run_id
         _retry(self.client.update_run, mlflow_id, status="SCHEDULED")
-        items = [Param(k, v) for k, v in params.items()]
-        for start in range(0, len(items), 100):  # log_batch takes at most 100 params
-            _retry(self.client.log_batch, mlflow_id, params=items[start : start + 100])
-        _retry(self.client.log_batch, mlflow_id, tags=[RunTag(TAG_PARAMS, "1")])
+        self._log_params(mlflow_id, params)
         return StoredRun(mlflow_id, run_id, "pending", tags={**tags, TAG_PARAMS: "1"}, params=dict(params), name=name)
 
     def ensure_params(self, stored: StoredRun, params: dict[str, str]) -> None:
         """Log params a run lacks (its creation was interrupted); params already set are left."""
+        missing = {k: v for k, v in params.items() if k not in stored.params}
+        self._log_params(stored.mlflow_id, missing)
+        stored.params.update(missing)
+        stored.tags[TAG_PARAMS] = "1"
+
+    def _log_params(self, mlflow_id: str, params: dict[str, str]) -> None:
+        """``params``, then the tag that says they are all there (with the last of them)."""
         from mlflow.entities import Param, RunTag
 
-        missing = [Param(k, v) for k, v in params.items() if k not in stored.params]
-        for start in range(0, len(missing), 100):
-            _retry(self.client.log_batch, stored.mlflow_id, params=missing[start : start + 100])
-        _retry(self.client.log_batch, stored.mlflow_id, tags=[RunTag(TAG_PARAMS, "1")])
-        stored.params.update({p.key: p.value for p in missing})
-        stored.tags[TAG_PARAMS] = "1"
+        items = [Param(k, v) for k, v in params.items()]
+        chunks = [items[start : start + 100] for start in range(0, len(items), 100)] or [[]]  # ≤ 100 per batch
+        for chunk in chunks[:-1]:
+            _retry(self.client.log_batch, mlflow_id, params=chunk)
+        _retry(self.client.log_batch, mlflow_id, params=chunks[-1], tags=[RunTag(TAG_PARAMS, "1")])
 
     def log(self, mlflow_id: str, metrics: Iterable[Metric] = (), tags: dict[str, str] | None = None) -> None:
         """Metrics and tags in one ``log_batch`` call: stored together or not at all."""

@@ -176,3 +176,25 @@ def ended_tasks(refs: list[Any], timeout: float) -> set[Any]:
         return set()
     more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)  # everything else that ended too
     return {*ready, *more}
+
+
+def import_training_modules() -> None:
+    """Import what a run needs before its first step: torch, the trainer, and the torch._dynamo
+    that torch.optim imports at its first step (about 3.5 s of CPU in all)."""
+    import torch._dynamo  # noqa: F401
+
+    import trainers.loop  # noqa: F401
+
+
+def warm_up_workers(slots: int) -> None:
+    """Have ``slots`` idle workers of a fresh local cluster import the trainer now, without waiting.
+
+    Each worker would otherwise pay the imports at its first run; started here, they overlap the
+    driver's own start (the tracking store, the plan) and the runs find warm workers, which Ray
+    reuses for "train" tasks.
+    """
+    import ray
+
+    warm_up = ray.remote(num_cpus=1)(import_training_modules)
+    for _ in range(slots):
+        warm_up.remote()  # fire and forget: nothing waits on the result

@@ -47,3 +47,34 @@ def test_submit_starts_a_local_cluster_and_a_second_submit_trains_nothing(tmp_pa
     assert last_json(status.stdout)["counts"]["finished"] == 2
     cancel = CliRunner().invoke(main, ["cancel", "local", "--json"])
     assert cancel.exit_code == 0 and last_json(cancel.stdout)["cancelled"] == []  # nothing open to cancel
+
+
+WARM_UP_PROBE = """
+import json, os, sys, time
+import ray
+from orchestrator.cluster import connect, disconnect
+from orchestrator.plan import Capacity
+
+cluster = connect(None, Capacity(cpus=2, gpus=0, node_cpus=2, node_gpus=0, source="this machine"))
+
+@ray.remote(num_cpus=1)
+def modules():
+    time.sleep(1)  # hold the slot, so that the two probes run in two workers
+    return os.getpid(), "torch._dynamo" in sys.modules and "trainers.loop" in sys.modules
+
+print(json.dumps(ray.get([modules.remote() for _ in range(2)])))
+disconnect(cluster)
+"""
+
+
+def test_a_fresh_local_cluster_has_its_workers_import_the_trainer_before_the_first_run():
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run([sys.executable, "-c", WARM_UP_PROBE], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    probes = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len({pid for pid, _ in probes}) == 2
+    assert all(warm for _, warm in probes), probes
