@@ -14,7 +14,7 @@ import datetime as _dt
 import html
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import plotly.io as pio
@@ -295,6 +295,15 @@ def render_report(analysis: Analysis) -> str:
         ("summary", "Summary"), ("loss-n", "Loss vs N"), ("loss-d", "Loss vs D"), ("exponents", "Exponents"),
         ("curves", "Training curves"), ("residuals", "Residuals"), ("comparisons", "Comparisons"), *measured_nav,
         ("fits", "Fits"), ("runs", "Runs"), ("method", "Method")))
+    meta = f"Source: {_e(table.source)} · generated {created} · bootstrap {analysis.n_bootstrap} resamples, seed {analysis.seed}"
+    footer = "gammaray scaling report. Machine-readable results: <code>fit.json</code> and <code>fits.csv</code> beside this file."
+    return html_page(title, meta, nav, sections, footer)
+
+
+def html_page(title: str, meta: str, nav: str, sections: Sequence[str], footer: str) -> str:
+    """A whole report page: plotly.js inlined once in the head (every figure shares it), the
+    CSS, a header with ``meta``, the ``nav`` links, the sections and the footer. ``title`` is
+    text; ``meta``, ``nav``, ``sections`` and ``footer`` are HTML, escaped by the caller."""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -307,10 +316,10 @@ def render_report(analysis: Analysis) -> str:
 <body>
 <main>
 <header><h1>{_e(title)}</h1>
-<div class="meta">Source: {_e(table.source)} · generated {created} · bootstrap {analysis.n_bootstrap} resamples, seed {analysis.seed}</div></header>
+<div class="meta">{meta}</div></header>
 <nav>{nav}</nav>
-{''.join(sections)}
-<footer>gammaray scaling report. Machine-readable results: <code>fit.json</code> and <code>fits.csv</code> beside this file.</footer>
+{"".join(sections)}
+<footer>{footer}</footer>
 </main>
 </body>
 </html>

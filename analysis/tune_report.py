@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import plotly.graph_objects as go
-from plotly.offline import get_plotlyjs
 
 from analysis.figures import PALETTE, _layout
-from analysis.report import CSS, _e, _empty, _figure_html, _section, _table
+from analysis.report import _e, _empty, _figure_html, _section, _table, html_page
 from analysis.tune_rule import SizeRule
 
 # Parameter importances need a few complete trials to mean anything (PED-ANOVA compares the
@@ -62,27 +61,9 @@ def render_tune_report(
     nav.append(("method", "Method"))
     searched = ", ".join(f"{k} {v}" for k, v in space.items())
     links = "\n".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title>
-<style>{CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
-</head>
-<body>
-<main>
-<header><h1>{_e(title)}</h1>
-<div class="meta">Storage: {_e(storage)} · generated {created} · searched: {_e(searched)}</div></header>
-<nav>{links}</nav>
-{"".join(sections)}
-<footer>gammaray tuning report. The best values as a grid snippet: <code>tune/{_e(grid)}/best.yaml</code>
-in the workspace.</footer>
-</main>
-</body>
-</html>
-"""
+    meta = f"Storage: {_e(storage)} · generated {created} · searched: {_e(searched)}"
+    footer = f"gammaray tuning report. The best values as a grid snippet: <code>tune/{_e(grid)}/best.yaml</code> in the workspace."
+    return html_page(title, meta, links, sections, footer)
 
 
 def write_tune_report(path: str | Path, **parts: Any) -> Path:

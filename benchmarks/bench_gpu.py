@@ -4,7 +4,8 @@ For each preset, on one GPU, in this order:
   plain      the reference: the same model, init, batch and AdamW step (fp32 weights, bf16
              autocast, gradient clipping) in a bare loop over batches already on the GPU;
   torch      ``trainers.launch.run_local`` with the torch backend (``train.precision=bf16``:
-             fp32 weights, bf16 autocast), in this process;
+             fp32 weights, bf16 autocast), in this process, eager and then with
+             ``train.compile=true`` (its compile falls in the first window, which is dropped);
   deepspeed  the DeepSpeed backend, one process, per ZeRO stage in ``--zero`` (bf16 enabled:
              bf16 weights, fp32 master copy); ``run_local`` starts it in a fresh process.
 Every run takes ``steps`` steps in windows of ``window`` steps and waits for the GPU only at the
@@ -191,16 +192,19 @@ def measure(
                      "train.device=cuda", "train.precision=bf16"]
         flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
         plain, plain_error = attempt(plain_window_rates, overrides, steps, window)
-        runs = [("plain", None, plain, plain_error)]
-        runs.append(("torch", None, *attempt(trainer_window_rates, overrides, steps, window)))
+        runs = [("plain", None, False, plain, plain_error)]
+        for compile in (False, True):
+            compiled = [*overrides, f"train.compile={compile}"]
+            runs.append(("torch", None, compile, *attempt(trainer_window_rates, compiled, steps, window)))
         for stage in split(zero):
             ds = [*overrides, "train.backend=deepspeed", "train.processes=1", f"train.zero_stage={stage}"]
-            runs.append(("deepspeed", int(stage), *attempt(trainer_window_rates, ds, steps, window)))
-        for backend, stage, rate, error in runs:
+            runs.append(("deepspeed", int(stage), False, *attempt(trainer_window_rates, ds, steps, window)))
+        for backend, stage, compile, rate, error in runs:
             row = {
                 "preset": preset,
                 "backend": backend,
                 "zero_stage": stage,
+                "compile": compile,
                 "batch": b,
                 "seq_len": t,
                 "tokens_per_s": rate,
@@ -211,7 +215,7 @@ def measure(
             if error:
                 row["error"] = error
             rows.append(row)
-            label = f"{preset} {backend}{f' ZeRO-{stage}' if stage is not None else ''}"
+            label = f"{preset} {backend}{f' ZeRO-{stage}' if stage is not None else ''}{' compiled' if compile else ''}"
             summary = error or f"{rate:,.0f} tok/s, MFU {row['mfu_vs_matmul']:.1%} of the matmul rate" + (
                 f", {row['vs_plain']:.3f}× plain" if row["vs_plain"] else "")
             print(f"{label:>20}: {summary}", file=sys.stderr)

@@ -154,13 +154,13 @@ def measure(runs: int = 16, tokens: int = 300_000, repeats: int = 1, alone_sampl
         # overlaps in a real submission (creating the tracking store, planning), not these runs.
         alone_runs = [alone_seconds(grid_file, root_path / f"alone-{repeat}", alone_sample) for repeat in range(repeats)]
         capacity = Capacity.this_machine()
+        with workspace(root_path / "probe"):
+            specs = plan(grid_file).specs
+        slots = concurrent_runs(specs, capacity, 2)
         start = time.perf_counter()
-        cluster = connect(None, capacity)  # run() reuses this connection
+        cluster = connect(None, capacity, warm_workers=slots)  # as run() would; run() reuses this connection
         ray_start_s = time.perf_counter() - start
         try:
-            with workspace(root_path / "probe"):
-                specs = plan(grid_file).specs
-            slots = concurrent_runs(specs, cluster.capacity, 2)
             rows = []
             for repeat, alone in enumerate(alone_runs):
                 submitted = grid_makespan(grid_file, root_path / f"grid-{repeat}")

@@ -1,18 +1,25 @@
 """Trainer throughput against a minimal plain-PyTorch loop, and MFU against a measured matmul peak.
 
-For each size, in one process and interleaved so that a noisy machine slows both alike (plain,
-trainer, then trainer, plain at the next repeat, so that a steady drift cancels in the median):
-  plain     the same model, init, batch and AdamW step in a bare loop over pre-generated batches;
-  trainer   ``trainers.loop.train`` (torch backend) with its data source; its own ``tokens_per_s``
-            clocks the training steps and leaves out the evals and checkpoints;
-  compiled  (--compile SIZES) the trainer with ``train.compile=true``, its graph compiled once
-            per process before the repeats (a one-off cost, reported as ``compile_s``).
-Both clock the same steps from the first one: the trainer evaluates once before its first
-step, so the plain loop runs the same forward pass over the eval batch first, off the clock.
-The ratio trainer/plain is the orchestration tax. MFU = flops_per_token × tokens/s / peak, with
-the peak measured here as the best fp32 matmul rate (square matrices, this process's threads),
-again at every repeat, right before it: this VM's speed drifts by 10-20% over minutes, and a
-peak taken once would move every MFU with it.
+The reference ("plain") is the same model, init, batch and AdamW step (with gradient clipping)
+in a bare loop over pre-generated batches. This VM's speed swings by 10-20% within seconds, so
+the two are interleaved step by step in one process rather than timed as two runs:
+``trainers.loop.train`` (torch backend, its own data source, evals and checkpoints off its
+clock) runs with ``train.log_every=2``, and a callback runs two plain steps at each of its log
+records. The loop stops its clock before it calls callbacks, so each side clocks only its own
+steps: trainer window, plain window, trainer window, ... Each pair of adjacent windows gives a
+ratio; a repeat's figure is the median over its pairs after the first few (warm-up), and the
+result is the median over repeats. The ratio trainer/plain is the orchestration tax.
+
+  compiled  (--compile SIZES) the same with ``train.compile=true`` on the trainer's side (the
+            plain loop stays eager), its graph compiled once per process before the repeats (a
+            one-off cost, reported as ``compile_s``);
+  deepspeed (--deepspeed) the DeepSpeed backend, ZeRO-2 in one process, once per size: it
+            trains in a process of its own (15-25 s to start), so it is timed as a whole run
+            (its ``tokens_per_s``) against a whole plain run right before it.
+
+MFU = flops_per_token × tokens/s / peak, with the peak measured here as the best fp32 matmul
+rate (square matrices, this process's threads), again at every repeat, right before it: a peak
+taken once would move every MFU with the machine.
 
     python benchmarks/bench_trainer.py [--sizes tiny,1m,5m] [--steps 30] [--repeats 3] [--deepspeed] [--compile 1m]
 
@@ -33,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainers.callbacks import Callback  # noqa: E402
 from trainers.config import load_run_config, resolve  # noqa: E402
 from trainers.data import build_source  # noqa: E402
 from trainers.init import init_weights  # noqa: E402
@@ -41,6 +49,8 @@ from trainers.model import Transformer  # noqa: E402
 from trainers.optim import build_optimizer  # noqa: E402
 
 BATCH = ["train.batch_size=32", "train.seq_len=128"]
+WINDOW = 2  # steps per timing window, on each side
+WARM_UP_PAIRS = 2  # pairs of windows left out at the start of each run
 
 
 def matmul_peak_flops(size: int = 1024, seconds: float = 2.0) -> float:
@@ -55,80 +65,102 @@ def matmul_peak_flops(size: int = 1024, seconds: float = 2.0) -> float:
     return best
 
 
-def plain_tokens_per_s(overrides: list[str], steps: int) -> float:
-    """The reference: the same model and step with nothing around it."""
+class PlainLoop:
+    """The reference: the same model and step with nothing around it, over pre-generated batches."""
+
+    def __init__(self, overrides: list[str], steps: int):
+        run = resolve(load_run_config(None, overrides))
+        source = build_source(run.config.data, run.config.train.seq_len, run.config.seed)
+        self.batches = [torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps)]
+        self.model = Transformer(run.arch)
+        init_weights(self.model, run.config.init, torch.Generator().manual_seed(0))
+        self.optimizer = build_optimizer(self.model, run.config.optim)
+        self.batch_tokens = run.config.train.batch_size * run.config.train.seq_len  # as the trainer counts
+        self.done = 0
+
+    def tokens_per_s(self, steps: int) -> float:
+        """Run the next ``steps`` steps; their tokens per second."""
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.model.loss(self.batches[self.done % len(self.batches)]).backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0, foreach=True)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.done += 1
+        return steps * self.batch_tokens / (time.perf_counter() - start)
+
+
+class Interleave(Callback):
+    """At each of the trainer's log records (every WINDOW steps), WINDOW plain steps."""
+
+    def __init__(self, plain: PlainLoop):
+        self.plain = plain
+        self.trainer_rates: list[float] = []
+        self.plain_rates: list[float] = []
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        self.trainer_rates.append(metrics["train/tokens_per_s"])  # the loop's clock for this window
+        self.plain_rates.append(self.plain.tokens_per_s(WINDOW))
+
+
+def interleaved(overrides: list[str], steps: int) -> tuple[float, float, float]:
+    """One trainer run of ``steps`` steps, its windows interleaved with plain ones: (median
+    trainer/plain ratio over adjacent windows, median trainer tokens/s, median plain tokens/s),
+    leaving out the first WARM_UP_PAIRS pairs."""
     run = resolve(load_run_config(None, overrides))
-    source = build_source(run.config.data, run.config.train.seq_len, run.config.seed)
-    batches = [torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps)]
-    model = Transformer(run.arch)
-    init_weights(model, run.config.init, torch.Generator().manual_seed(0))
-    optimizer = build_optimizer(model, run.config.optim)
-    with torch.no_grad():  # as the trainer's evaluation before step 0
-        model.loss(torch.from_numpy(source.eval_batch()))
-    start = time.perf_counter()
-    for batch in batches:
-        model.loss(batch).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    # Tokens as the trainer counts them: batch × seq_len per step.
-    return steps * run.config.train.batch_size * run.config.train.seq_len / (time.perf_counter() - start)
+    tokens = steps * run.config.train.batch_size * run.config.train.seq_len
+    side = Interleave(PlainLoop(overrides, steps))
+    with tempfile.TemporaryDirectory() as folder:
+        # Diagnostics off: they run at evals, off the clock, and have a benchmark of their own.
+        config = load_run_config(None, [*overrides, f"train.tokens={tokens}", f"train.log_every={WINDOW}",
+                                        "train.eval_every=1000000", "train.checkpoint_every=1000000",
+                                        "diag.enabled=false"])
+        run_local(config, folder, [side])
+    trainer, plain = side.trainer_rates[WARM_UP_PAIRS:], side.plain_rates[WARM_UP_PAIRS:]
+    ratio = statistics.median(t / p for t, p in zip(trainer, plain, strict=True))
+    return ratio, statistics.median(trainer), statistics.median(plain)
 
 
-def trainer_tokens_per_s(overrides: list[str], steps: int) -> float:
+def whole_run_tokens_per_s(overrides: list[str], steps: int) -> float:
+    """A whole trainer run's own ``tokens_per_s`` (evals and checkpoints off its clock)."""
     run = resolve(load_run_config(None, overrides))
     tokens = steps * run.config.train.batch_size * run.config.train.seq_len
     with tempfile.TemporaryDirectory() as folder:
         config = load_run_config(None, [*overrides, f"train.tokens={tokens}", "train.eval_every=1000000",
-                                        "train.checkpoint_every=1000000", "train.log_every=1000000"])
+                                        "train.checkpoint_every=1000000", "train.log_every=1000000",
+                                        "diag.enabled=false"])
         return run_local(config, folder).tokens_per_s
 
 
 def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, compile: bool) -> dict:
     overrides = [f"model.preset={preset}", *BATCH]
     compiled_overrides = [*overrides, "train.compile=true"]
-    # Off the clock: the first model of a shape pays first-use costs (allocator, kernels) that
-    # would fall on whichever of the two ran first.
-    plain_tokens_per_s(overrides, 3)
-    trainer_tokens_per_s(overrides, 3)
-    compile_s = None
+    flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
+    row: dict = {"preset": preset, "steps": steps}
+    rates: dict[str, list[tuple[float, float, float]]] = {"trainer": [], "compiled": []}
+    peaks = []
     if compile:  # compile once, off the clock: every later model of this shape reuses the graph
         start = time.perf_counter()
-        trainer_tokens_per_s(compiled_overrides, 2)
-        compile_s = time.perf_counter() - start
-    plain, trainer, compiled, ds, peaks = [], [], [], [], []
-    for repeat in range(repeats):
+        whole_run_tokens_per_s(compiled_overrides, 2)
+        row["compile_s"] = time.perf_counter() - start
+    for _ in range(repeats):
         peaks.append(matmul_peak_flops(seconds=1.0))
-        pair = [lambda: plain.append(plain_tokens_per_s(overrides, steps)),
-                lambda: trainer.append(trainer_tokens_per_s(overrides, steps))]
-        for measure_one in pair if repeat % 2 == 0 else reversed(pair):
-            measure_one()
+        rates["trainer"].append(interleaved(overrides, steps))
         if compile:
-            compiled.append(trainer_tokens_per_s(compiled_overrides, steps))
-        if deepspeed:
-            ds.append(trainer_tokens_per_s([*overrides, "train.backend=deepspeed", "train.zero_stage=2"], steps))
-    flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
-
-    def mfu(tokens_per_s: list[float]) -> float:
-        return statistics.median(t * flops_per_token / k for t, k in zip(tokens_per_s, peaks))
-
-    row = {
-        "preset": preset,
-        "plain_tokens_per_s": statistics.median(plain),
-        "trainer_tokens_per_s": statistics.median(trainer),
-        "trainer_vs_plain": statistics.median(t / p for t, p in zip(trainer, plain)),
-        "matmul_peak_flops": statistics.median(peaks),
-        "trainer_mfu": mfu(trainer),
-        "plain_mfu": mfu(plain),
-    }
-    if compile:
-        row["compiled_tokens_per_s"] = statistics.median(compiled)
-        row["compiled_vs_plain"] = statistics.median(c / p for c, p in zip(compiled, plain))
-        row["compiled_mfu"] = mfu(compiled)
-        row["compile_s"] = compile_s
+            rates["compiled"].append(interleaved(compiled_overrides, steps))
+    row["matmul_peak_flops"] = statistics.median(peaks)
+    row["plain_tokens_per_s"] = statistics.median(plain for _, _, plain in rates["trainer"])
+    row["plain_mfu"] = statistics.median(plain * flops_per_token / k for (_, _, plain), k in zip(rates["trainer"], peaks))
+    for name in ("trainer", "compiled") if compile else ("trainer",):
+        row[f"{name}_tokens_per_s"] = statistics.median(tokens for _, tokens, _ in rates[name])
+        row[f"{name}_vs_plain"] = statistics.median(ratio for ratio, _, _ in rates[name])
+        row[f"{name}_vs_plain_repeats"] = [round(ratio, 3) for ratio, _, _ in rates[name]]
+        row[f"{name}_mfu"] = statistics.median(t * flops_per_token / k for (_, t, _), k in zip(rates[name], peaks))
     if deepspeed:
-        row["deepspeed_tokens_per_s"] = statistics.median(ds)
-        row["deepspeed_vs_plain"] = statistics.median(d / p for d, p in zip(ds, plain))
+        plain = PlainLoop(overrides, steps).tokens_per_s(steps)
+        ds = whole_run_tokens_per_s([*overrides, "train.backend=deepspeed", "train.zero_stage=2"], steps)
+        row["deepspeed_tokens_per_s"] = ds
+        row["deepspeed_vs_plain"] = ds / plain
     return row
 
 
@@ -136,17 +168,17 @@ def measure(sizes: str = "tiny,1m,5m", steps: int = 30, repeats: int = 3, deepsp
             compile_sizes: str = "") -> dict:  # fmt: skip
     rows = []
     for preset in sizes.split(","):
-        # About the same seconds per measurement at every size: a tiny step is 8× faster than 1m's.
-        size_steps = {"tiny": 4 * steps, "5m": max(5, steps // 4)}.get(preset, steps)
+        # More windows where they are cheap: a tiny step is 8× faster than 1m's, and noisier.
+        size_steps = {"tiny": 6 * steps, "5m": max(4 * WINDOW, steps // 3)}.get(preset, steps)
         compile = preset in compile_sizes.split(",")
         rows.append(bench_size(preset, size_steps, repeats, deepspeed, compile))
         row = rows[-1]
-        print(f"{preset:>5}: trainer {row['trainer_tokens_per_s']:,.0f} tok/s = {row['trainer_vs_plain']:.3f}× plain, "
-              f"MFU {row['trainer_mfu']:.1%}"
+        print(f"{preset:>5}: trainer {row['trainer_tokens_per_s']:,.0f} tok/s = {row['trainer_vs_plain']:.3f}× plain "
+              f"{row['trainer_vs_plain_repeats']}, MFU {row['trainer_mfu']:.1%}"
               + (f"; compiled {row['compiled_vs_plain']:.3f}× plain, MFU {row['compiled_mfu']:.1%}" if compile else "")
               + (f"; deepspeed {row['deepspeed_vs_plain']:.3f}× plain" if deepspeed else ""),
               file=sys.stderr)  # fmt: skip
-    return {"threads": torch.get_num_threads(), "sizes": rows}
+    return {"threads": torch.get_num_threads(), "window_steps": WINDOW, "sizes": rows}
 
 
 def main() -> None:

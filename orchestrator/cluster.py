@@ -32,10 +32,13 @@ class Cluster:
     capacity: Capacity
 
 
-def connect(address: str | None, local_capacity: Capacity) -> Cluster:
+def connect(address: str | None, local_capacity: Capacity, warm_workers: int = 0) -> Cluster:
     """Join the cluster at ``address``, or start a local one sized to ``local_capacity``.
 
-    A process that already holds a Ray connection (a notebook, a test session) keeps it.
+    A new local cluster has ``warm_workers`` of its workers (the runs it will hold at once)
+    import torch and the trainer at once, while the driver goes on (opening the tracking store,
+    planning), so that its first runs do not wait for the imports. A process that already holds
+    a Ray connection (a notebook, a test session) keeps it.
     """
     import ray
 
@@ -58,7 +61,7 @@ def connect(address: str | None, local_capacity: Capacity) -> Cluster:
         )
         from orchestrator.worker import warm_up_workers
 
-        warm_up_workers(int(local_capacity.cpus))
+        warm_up_workers(warm_workers)
     url = getattr(context, "dashboard_url", None)
     return _describe(owned=True, dashboard_url=f"http://{url}" if url and not url.startswith("http") else url)
 

@@ -85,10 +85,27 @@ class Recorder:
     # ---- opening -------------------------------------------------------------------------
 
     def open(self) -> bool:
-        """Connect, create the experiment and a run per grid point (params included). Soft-fails."""
-        return self._soft(self._open)
+        """Connect, create the experiment if needed and read the runs it holds. Soft-fails.
+
+        The grid points' missing runs are created at the first flush (``_open``): for a large
+        grid that takes seconds, which the first runs need not wait for.
+        """
+        return self._soft(self._connect)
 
     def _open(self) -> None:
+        """Connect (again), and create a run per grid point that has none (params included)."""
+        self._connect()
+        assert self.store is not None and self.experiment_id is not None
+        for run_id, spec in self.specs.items():
+            stored = self.runs.get(run_id)
+            if stored is None:
+                self.runs[run_id] = self.store.create_run(
+                    self.experiment_id, self.grid, run_id, spec.label, spec.params()
+                )
+            elif TAG_PARAMS not in stored.tags:
+                self.store.ensure_params(stored, spec.params())
+
+    def _connect(self) -> None:
         if self.store is None:
             self.store = Store(self.uri)
         if self.experiment_id is None:
@@ -103,14 +120,6 @@ class Recorder:
                 )
             self.experiment_id = experiment_id
         self.runs = self.store.runs(self.experiment_id)
-        for run_id, spec in self.specs.items():
-            stored = self.runs.get(run_id)
-            if stored is None:
-                self.runs[run_id] = self.store.create_run(
-                    self.experiment_id, self.grid, run_id, spec.label, spec.params()
-                )
-            elif TAG_PARAMS not in stored.tags:
-                self.store.ensure_params(stored, spec.params())
 
     @property
     def opened(self) -> bool:

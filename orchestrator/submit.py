@@ -123,7 +123,7 @@ def run(plan: Plan, address: str | None = None, stream: TextIO | None = None, sh
             # does starting Ray: overlap them. With --address the store waits until the cluster
             # has been checked, so a grid too big for it leaves no trace.
             store = _open_store_soon(plan.tracking_uri) if address is None else None
-            cluster = connect(address, plan.capacity)
+            cluster = connect(address, plan.capacity, warm_workers=concurrent_runs(todo, plan.capacity, plan.max_parallel))
             check_capacity(plan.grid, todo, cluster.capacity)
             if cluster.dashboard_url:
                 print(f"Ray dashboard: {cluster.dashboard_url}", file=stream, flush=True)
@@ -133,7 +133,8 @@ def run(plan: Plan, address: str | None = None, stream: TextIO | None = None, sh
         recorder.replay(plan.done)
         if todo:
             recorder.heartbeat(force=True)
-        recorder.flush()
+        # No flush here: the scheduler's first one (or the final one) creates the missing runs
+        # in the store and writes their states, once the first runs have been launched.
         trained = 0
         if todo:
             from orchestrator.scheduler import Scheduler

@@ -186,8 +186,8 @@ def import_training_modules() -> None:
     import trainers.loop  # noqa: F401
 
 
-def warm_up_workers(slots: int) -> None:
-    """Have ``slots`` idle workers of a fresh local cluster import the trainer now, without waiting.
+def warm_up_workers(count: int) -> None:
+    """Have ``count`` idle workers of a fresh local cluster import the trainer now, without waiting.
 
     Each worker would otherwise pay the imports at its first run; started here, they overlap the
     driver's own start (the tracking store, the plan) and the runs find warm workers, which Ray
@@ -196,5 +196,5 @@ def warm_up_workers(slots: int) -> None:
     import ray
 
     warm_up = ray.remote(num_cpus=1)(import_training_modules)
-    for _ in range(slots):
+    for _ in range(count):
         warm_up.remote()  # fire and forget: nothing waits on the result

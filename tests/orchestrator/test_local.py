@@ -55,7 +55,7 @@ import ray
 from orchestrator.cluster import connect, disconnect
 from orchestrator.plan import Capacity
 
-cluster = connect(None, Capacity(cpus=2, gpus=0, node_cpus=2, node_gpus=0, source="this machine"))
+cluster = connect(None, Capacity(cpus=2, gpus=0, node_cpus=2, node_gpus=0, source="this machine"), warm_workers=2)
 
 @ray.remote(num_cpus=1)
 def modules():
