@@ -38,7 +38,7 @@ FULL = {
     "trainer": ["--sizes", "tiny,1m,5m", "--steps", "30", "--repeats", "3", "--deepspeed", "--compile", "1m"],
     "orchestration": ["--runs", "16", "--tokens", "300000", "--alone-sample", "8"],
     "fit": [],
-    "diagnostics": ["--sizes", "tiny,100k", "--steps", "100", "--repeats", "2"],
+    "diagnostics": ["--sizes", "tiny,100k", "--steps", "100", "--repeats", "1"],
     "data": [],
     "memory": [],
 }
