@@ -29,7 +29,7 @@ BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 
 # What each mode runs: benchmark script -> its arguments.
 QUICK = {
-    "trainer": ["--sizes", "tiny,1m", "--steps", "12", "--repeats", "3"],
+    "trainer": ["--sizes", "tiny,1m", "--steps", "10", "--repeats", "3"],
     "fit": ["--naive-resamples", "2", "--lbfgsb-resamples", "20"],
     "diagnostics": ["--sizes", "tiny", "--steps", "100", "--repeats", "1"],
     "orchestration": ["--runs", "16", "--tokens", "300000", "--alone-sample", "2"],
