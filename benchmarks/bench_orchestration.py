@@ -87,7 +87,7 @@ class workspace:
 
 def alone_seconds(grid_file: Path, folder: Path, sample: int | None) -> list[float]:
     """Runs trained by themselves in this process (all, or ``sample`` of them spread over the
-    grid), timed from the worker's entry to its result."""
+    grid), timed from the worker's entry to its result, after an untimed short run."""
     from orchestrator.grid import load_grid
 
     with workspace(folder):
@@ -96,9 +96,14 @@ def alone_seconds(grid_file: Path, folder: Path, sample: int | None) -> list[flo
         specs = specs[:: max(1, len(specs) // sample)][:sample]
     # One untimed run first: a process's first run pays one-time costs (imports such as the
     # torch._dynamo that the first optimizer pulls in, data tables) that the grid's workers pay
-    # once each; the reference is what a run costs in a warm process.
-    with workspace(folder / "warm-up"):
-        train_point(expand(load_grid(grid_file), folder / "warm-up")[0], attempt="warm-up:1")
+    # once each; the reference is what a run costs in a warm process. A tenth of the tokens
+    # pays them all.
+    warm_up = folder / "warm-up"
+    warm_up.mkdir(parents=True)
+    grid = yaml.safe_load(grid_file.read_text())
+    warm_up_grid = write_grid(warm_up, len(grid["axes"]["init.gamma"]), grid["base"]["train.tokens"] // 10)
+    with workspace(warm_up):
+        train_point(expand(load_grid(warm_up_grid), warm_up)[0], attempt="warm-up:1")
     seconds = []
     for spec in specs:
         start = time.perf_counter()
