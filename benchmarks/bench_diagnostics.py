@@ -13,7 +13,10 @@ slows both alike. Three measures:
   the direct comparison; on a shared machine its noise can exceed the effect.
 - ``probe_share``: probe time over the whole wall time of the same run.
 
-    python benchmarks/bench_diagnostics.py [--sizes tiny,100k] [--steps 100] [--repeats 3] [--threads 1]
+``--on-only`` skips the runs with diagnostics off: ``overhead`` needs only the runs with them on
+(the quick suite's setting); ``overhead_wall`` is then left out.
+
+    python benchmarks/bench_diagnostics.py [--sizes tiny,100k] [--steps 100] [--repeats 3] [--threads 1] [--on-only]
 
 The last stdout line is one JSON object: ``{"diagnostics_overhead": <largest median overhead>,
 "diagnostics_overhead_wall": ..., "probe_share": ..., "sizes": [...]}``.
@@ -70,42 +73,48 @@ def timed_run(overrides: list[str]) -> tuple[float, float]:
     return result.wall_s, timer.seconds
 
 
-def bench_size(preset: str, steps: int, repeats: int, threads: int) -> dict:
+def bench_size(preset: str, steps: int, repeats: int, threads: int, on_only: bool) -> dict:
     tokens = steps * 32 * 128
     overrides = [f"model.preset={preset}", *BASE, f"train.tokens={tokens}", f"train.threads={threads}"]
     timed_run([*overrides, "train.tokens=8192"])  # warm-up: imports, allocator, data tables
     off, on, inside = [], [], []
     for _ in range(repeats):
-        off.append(timed_run([*overrides, "diag.enabled=false"])[0])
+        if not on_only:
+            off.append(timed_run([*overrides, "diag.enabled=false"])[0])
         wall, seconds = timed_run([*overrides, "diag.enabled=true"])
         on.append(wall)
         inside.append(seconds)
-    return {
+    row = {
         "preset": preset,
         "steps": steps,
-        "wall_s_off": statistics.median(off),
         "wall_s_on": statistics.median(on),
         "probe_s": statistics.median(inside),
-        "overhead": statistics.median(s / (w - s) for s, w in zip(inside, on)),
-        "overhead_wall": statistics.median(b / a - 1 for a, b in zip(off, on)),
-        "probe_share": statistics.median(s / w for s, w in zip(inside, on)),
+        "overhead": statistics.median(s / (w - s) for s, w in zip(inside, on, strict=True)),
+        "probe_share": statistics.median(s / w for s, w in zip(inside, on, strict=True)),
     }
+    if off:
+        row["wall_s_off"] = statistics.median(off)
+        row["overhead_wall"] = statistics.median(b / a - 1 for a, b in zip(off, on, strict=True))
+    return row
 
 
-def measure(sizes: str = "tiny,100k", steps: int = 100, repeats: int = 3, threads: int = 1) -> dict:
+def measure(sizes: str = "tiny,100k", steps: int = 100, repeats: int = 3, threads: int = 1, on_only: bool = False) -> dict:
     rows = []
     for preset in sizes.split(","):
-        rows.append(bench_size(preset, steps, repeats, threads))
+        rows.append(bench_size(preset, steps, repeats, threads, on_only))
         row = rows[-1]
-        print(f"{preset:>5}: {row['wall_s_off']:.2f} s off, {row['wall_s_on']:.2f} s on ({row['overhead_wall']:+.1%}); "
-              f"{row['probe_s']:.2f} s in probes: overhead {row['overhead']:.1%}", file=sys.stderr)
-    return {
+        wall = "" if on_only else f"{row['wall_s_off']:.2f} s off, "
+        wall += f"{row['wall_s_on']:.2f} s on" + ("" if on_only else f" ({row['overhead_wall']:+.1%})")
+        print(f"{preset:>5}: {wall}; {row['probe_s']:.2f} s in probes: overhead {row['overhead']:.1%}", file=sys.stderr)
+    result = {
         "diagnostics_overhead": max(r["overhead"] for r in rows),
-        "diagnostics_overhead_wall": max(r["overhead_wall"] for r in rows),
         "probe_share": max(r["probe_share"] for r in rows),
         "threads": threads,
         "sizes": rows,
     }
+    if not on_only:
+        result["diagnostics_overhead_wall"] = max(r["overhead_wall"] for r in rows)
+    return result
 
 
 def main() -> None:
@@ -114,8 +123,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--on-only", action="store_true", help="skip the runs with diagnostics off")
     args = parser.parse_args()
-    print(json.dumps(measure(args.sizes, args.steps, args.repeats, args.threads)))
+    print(json.dumps(measure(args.sizes, args.steps, args.repeats, args.threads, args.on_only)))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,25 @@
 """Orchestration overhead: a grid of 16 tiny runs through Ray against the ideal makespan.
 
-In one process, for each repeat:
-  alone  every run of the grid trained one at a time here, through the worker's own entry point
+In one process:
+  alone  runs of the grid trained one at a time here, through the worker's own entry point
          (``orchestrator.worker.train_point``: the spec's config and threads, metrics JSONL,
-         evals and checkpoints), each timed start to end, before Ray starts;
+         evals and checkpoints), each timed start to end: half of them before Ray starts, the
+         other half after it has stopped, so that the reference brackets the grid in time and
+         a machine that speeds up or slows down moves both alike;
   grid   the same runs submitted with ``orchestrator.submit.run`` into a fresh workspace: Ray
-         tasks, worker imports (started when the cluster starts, so they overlap the creation
-         of the tracking store, as in a real submission), scheduling, the driver replaying
-         every metric into MLflow, the final flush. Its makespan is ``run()``'s wall time.
-The ideal makespan is sum(alone) / slots, slots being the runs the grid runs at once here (two
-one-CPU runs on two cores). Ratio = makespan / ideal; the target is ≤ 1.15. The runs differ
-only in γ and seed, so they cost the same: ``--alone-sample K`` times K of them alone (spread
-over the grid) and takes their mean for every run, to save time in the quick suite.
+         tasks, scheduling, the driver replaying every metric into MLflow, the final flush. Its
+         makespan is ``run()``'s wall time.
+The ideal makespan is mean(alone) × runs / slots, slots being the runs the grid runs at once
+here (two one-CPU runs on two cores). Ratio = makespan / ideal; the target is ≤ 1.15. The runs
+differ only in γ and seed, so they cost the same: ``--alone-sample K`` times K of them alone
+(spread over the grid) rather than all, to save time in the quick suite.
 
-Two one-time costs are measured and reported but not counted, because a session pays them once,
-not per grid: starting the local Ray cluster, and creating the workspace's MLflow database.
+Three one-time costs are measured and reported but not counted, because a session pays them once,
+not per grid, and the reference runs in a warm process too: starting the local Ray cluster, its
+workers' imports (``orchestrator.worker.warm_up_workers``, which in a real submission overlap
+the creation of the tracking store), and creating the workspace's MLflow database.
 
-    python benchmarks/bench_orchestration.py [--runs 16] [--tokens 300000] [--repeats 1]
+    python benchmarks/bench_orchestration.py [--runs 16] [--tokens 250000] [--repeats 1] [--alone-sample K]
 
 The last stdout line is one JSON object.
 """
@@ -85,31 +88,49 @@ class workspace:
             os.environ["GAMMARAY_HOME"] = self.saved
 
 
-def alone_seconds(grid_file: Path, folder: Path, sample: int | None) -> list[float]:
-    """Runs trained by themselves in this process (all, or ``sample`` of them spread over the
-    grid), timed from the worker's entry to its result, after an untimed short run."""
+def alone_specs(grid_file: Path, folder: Path, sample: int | None) -> list:
+    """The grid's runs to time alone (all, or ``sample`` of them spread over the grid), each in
+    a workspace of its own under ``folder``."""
     from orchestrator.grid import load_grid
 
     with workspace(folder):
         specs = expand(load_grid(grid_file), folder)
-    if sample:
-        specs = specs[:: max(1, len(specs) // sample)][:sample]
-    # One untimed run first: a process's first run pays one-time costs (imports such as the
-    # torch._dynamo that the first optimizer pulls in, data tables) that the grid's workers pay
-    # once each; the reference is what a run costs in a warm process. A tenth of the tokens
-    # pays them all.
-    warm_up = folder / "warm-up"
-    warm_up.mkdir(parents=True)
+    return specs[:: max(1, len(specs) // sample)][:sample] if sample else specs
+
+
+def warm_up(grid_file: Path, folder: Path) -> None:
+    """One untimed short run: a process's first run pays one-time costs (imports such as the
+    torch._dynamo that the first optimizer pulls in, data tables) that the grid's workers pay
+    once each; the reference is what a run costs in a warm process. A tenth of the tokens pays
+    them all."""
+    from orchestrator.grid import load_grid
+
+    folder.mkdir(parents=True)
     grid = yaml.safe_load(grid_file.read_text())
-    warm_up_grid = write_grid(warm_up, len(grid["axes"]["init.gamma"]), grid["base"]["train.tokens"] // 10)
-    with workspace(warm_up):
-        train_point(expand(load_grid(warm_up_grid), warm_up)[0], attempt="warm-up:1")
+    short = write_grid(folder, len(grid["axes"]["init.gamma"]), grid["base"]["train.tokens"] // 10)
+    with workspace(folder):
+        train_point(expand(load_grid(short), folder)[0], attempt="warm-up:1")
+
+
+def alone_seconds(specs: list) -> list[float]:
+    """Each run trained by itself in this process, timed from the worker's entry to its result."""
     seconds = []
     for spec in specs:
         start = time.perf_counter()
         train_point(spec, attempt="alone:1")
         seconds.append(time.perf_counter() - start)
     return seconds
+
+
+def wait_for_warm_workers(slots: int) -> None:
+    """Until the cluster's ``slots`` workers have done their imports: one more import task per
+    slot, each queued behind a warm-up task for its CPU, ends only once those have."""
+    import ray
+
+    from orchestrator.worker import import_training_modules
+
+    check = ray.remote(num_cpus=1)(import_training_modules)
+    ray.get([check.remote() for _ in range(slots)])
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -129,15 +150,20 @@ def cpu_seconds() -> dict[str, float]:
     return used
 
 
-def grid_makespan(grid_file: Path, folder: Path) -> dict:
-    """One submission into a fresh workspace: its makespan, and CPU seconds by kind of process."""
+def create_store(grid_file: Path, folder: Path) -> float:
+    """Seconds to create the workspace's tracking database (once per workspace)."""
     from orchestrator.tracking import Store
 
     with workspace(folder):
-        planned = plan(grid_file)
         start = time.perf_counter()
-        Store(planned.tracking_uri)  # the workspace's database, created once per workspace
-        store_s = time.perf_counter() - start
+        Store(plan(grid_file).tracking_uri)
+        return time.perf_counter() - start
+
+
+def grid_makespan(grid_file: Path, folder: Path) -> dict:
+    """One submission into a workspace: its makespan, and CPU seconds by kind of process."""
+    with workspace(folder):
+        planned = plan(grid_file)
         before = cpu_seconds()
         start = time.perf_counter()
         with open(os.devnull, "w") as quiet:
@@ -147,47 +173,61 @@ def grid_makespan(grid_file: Path, folder: Path) -> dict:
     if outcome.counts["finished"] != len(planned.specs):
         raise RuntimeError(f"the benchmark grid did not finish: {outcome.counts}")
     cpu = {f"cpu_s_{kind}": after[kind] - before[kind] for kind in after}
-    return {"makespan_s": makespan, "store_create_s": store_s, "trained": outcome.trained, **cpu}
+    return {"makespan_s": makespan, "trained": outcome.trained, **cpu}
 
 
-def measure(runs: int = 16, tokens: int = 300_000, repeats: int = 1, alone_sample: int | None = None) -> dict:
+def measure(runs: int = 16, tokens: int = 250_000, repeats: int = 1, alone_sample: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="gammaray-bench-") as root:
         root_path = Path(root)
         grid_file = write_grid(root_path, runs, tokens)
-        # The reference first, before Ray starts: the local cluster begins by warming its workers
-        # up (``orchestrator.worker.warm_up_workers``), and that must overlap only what it
-        # overlaps in a real submission (creating the tracking store, planning), not these runs.
-        alone_runs = [alone_seconds(grid_file, root_path / f"alone-{repeat}", alone_sample) for repeat in range(repeats)]
+        specs = alone_specs(grid_file, root_path / "alone", alone_sample)
+        before, after = specs[: (len(specs) + 1) // 2], specs[(len(specs) + 1) // 2 :]
+        # The first half of the reference before Ray starts: the local cluster begins by warming
+        # its workers up (``orchestrator.worker.warm_up_workers``), and that must overlap only
+        # what it overlaps in a real submission (creating the tracking store, planning).
+        warm_up(grid_file, root_path / "warm-up")
+        alone = alone_seconds(before)
         capacity = Capacity.this_machine()
         with workspace(root_path / "probe"):
-            specs = plan(grid_file).specs
-        slots = concurrent_runs(specs, capacity, 2)
+            slots = concurrent_runs(plan(grid_file).specs, capacity, 2)
         start = time.perf_counter()
         cluster = connect(None, capacity, warm_workers=slots)  # as run() would; run() reuses this connection
         ray_start_s = time.perf_counter() - start
         try:
-            rows = []
-            for repeat, alone in enumerate(alone_runs):
-                submitted = grid_makespan(grid_file, root_path / f"grid-{repeat}")
-                ideal = statistics.mean(alone) * runs / slots
-                makespan = submitted["makespan_s"]
-                # CPU the workers spent beyond the runs' own (imports, warm-up, two runs sharing caches).
-                extra = submitted["cpu_s_ray_workers"] - statistics.mean(alone) * runs
-                rows.append({"alone_s": alone, "ideal_s": ideal, "ratio": makespan / ideal, **submitted,
-                             "workers_extra_cpu_s": extra})  # fmt: skip
-                print(f"repeat {repeat + 1}: makespan {makespan:.1f} s vs ideal {ideal:.1f} s "
-                      f"({runs} runs × {statistics.mean(alone):.2f} s alone / {slots}) = {makespan / ideal:.3f}; CPU s: "
-                      + ", ".join(f"{k[6:]} {v:.1f}" for k, v in submitted.items() if k.startswith("cpu_s_")),
-                      file=sys.stderr)  # fmt: skip
+            # As in a real submission, the workers import while the tracking store is created.
+            workspaces = [root_path / f"grid-{repeat}" for repeat in range(repeats)]
+            store_create_s = [create_store(grid_file, folder) for folder in workspaces]
+            start = time.perf_counter()
+            wait_for_warm_workers(slots)
+            workers_warm_wait_s = time.perf_counter() - start
+            submitted = [grid_makespan(grid_file, folder) for folder in workspaces]
         finally:
             disconnect(cluster)
+        alone += alone_seconds(after)
+    mean_alone = statistics.mean(alone)
+    ideal = mean_alone * runs / slots
+    rows = []
+    for repeat, grid in enumerate(submitted):
+        makespan = grid["makespan_s"]
+        # CPU the workers spent beyond the runs' own (task handling, two runs sharing caches).
+        extra = grid["cpu_s_ray_workers"] - mean_alone * runs
+        rows.append({"ratio": makespan / ideal, **grid, "workers_extra_cpu_s": extra})
+        print(f"repeat {repeat + 1}: makespan {makespan:.1f} s vs ideal {ideal:.1f} s "
+              f"({runs} runs × {mean_alone:.2f} s alone / {slots}) = {makespan / ideal:.3f}; CPU s: "
+              + ", ".join(f"{k[6:]} {v:.1f}" for k, v in grid.items() if k.startswith("cpu_s_")),
+              file=sys.stderr)  # fmt: skip
     return {
         "orchestration_makespan_ratio": statistics.median(r["ratio"] for r in rows),
         "runs": runs,
         "tokens_per_run": tokens,
         "slots": slots,
-        "median_run_alone_s": statistics.median(s for r in rows for s in r["alone_s"]),
+        "alone_s_before": alone[: len(before)],
+        "alone_s_after": alone[len(before) :],
+        "median_run_alone_s": statistics.median(alone),
+        "ideal_s": ideal,
         "ray_start_s": ray_start_s,
+        "store_create_s": store_create_s[0],
+        "workers_warm_wait_s": workers_warm_wait_s,  # after creating the store
         "repeats": rows,
     }
 
@@ -195,7 +235,7 @@ def measure(runs: int = 16, tokens: int = 300_000, repeats: int = 1, alone_sampl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=300_000, help="training tokens per run")
+    parser.add_argument("--tokens", type=int, default=250_000, help="training tokens per run")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--alone-sample", type=int, help="time only this many runs alone (they cost the same)")
     args = parser.parse_args()

@@ -6,9 +6,10 @@ the two are interleaved step by step in one process rather than timed as two run
 ``trainers.loop.train`` (torch backend, its own data source, evals and checkpoints off its
 clock) runs with ``train.log_every=2``, and a callback runs two plain steps at each of its log
 records. The loop stops its clock before it calls callbacks, so each side clocks only its own
-steps: trainer window, plain window, trainer window, ... Each pair of adjacent windows gives a
-ratio; a repeat's figure is the median over its pairs after the first few (warm-up), and the
-result is the median over repeats. The ratio trainer/plain is the orchestration tax.
+steps: trainer window, plain window, matmul burst, trainer window, ... Each pair of adjacent
+windows gives a ratio; a repeat's figure is the median over its pairs after the first few
+(warm-up), and the result is the median over repeats. The ratio trainer/plain is the
+orchestration tax.
 
   compiled  (--compile SIZES) the same with ``train.compile=true`` on the trainer's side (the
             plain loop stays eager), its graph compiled once per process before the repeats (a
@@ -18,8 +19,10 @@ result is the median over repeats. The ratio trainer/plain is the orchestration 
             (its ``tokens_per_s``) against a whole plain run right before it.
 
 MFU = flops_per_token × tokens/s / peak, with the peak measured here as the best fp32 matmul
-rate (square matrices, this process's threads), again at every repeat, right before it: a peak
-taken once would move every MFU with the machine.
+rate (square matrices, this process's threads) in a short burst after every window pair: each
+window's MFU is its tokens/s over the peak measured next to it, and a figure is the median over
+windows, then over repeats. A peak taken once, or before the run, would move every MFU with the
+machine's speed of the moment.
 
     python benchmarks/bench_trainer.py [--sizes tiny,1m,5m] [--steps 30] [--repeats 3] [--deepspeed] [--compile 1m]
 
@@ -34,6 +37,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,19 +54,24 @@ from trainers.optim import build_optimizer  # noqa: E402
 
 BATCH = ["train.batch_size=32", "train.seq_len=128"]
 WINDOW = 2  # steps per timing window, on each side
-WARM_UP_PAIRS = 2  # pairs of windows left out at the start of each run
+WARM_UP_PAIRS = 1  # pairs of windows left out at the start of each run (its first steps allocate)
 
 
-def matmul_peak_flops(size: int = 1024, seconds: float = 2.0) -> float:
-    """Best observed fp32 FLOP/s of an (n×n)·(n×n) matmul."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for _ in range(4):
-            torch.mm(a, b)
-        best = max(best, 4 * 2 * size**3 / (time.perf_counter() - start))
-    return best
+class MatmulPeak:
+    """Best observed fp32 FLOP/s of an (n×n)·(n×n) matmul, in short bursts."""
+
+    def __init__(self, size: int = 1024):
+        self.a, self.b = torch.randn(size, size), torch.randn(size, size)
+        self.flops = 2 * size**3
+
+    def burst(self, matmuls: int = 3) -> float:
+        """The best of ``matmuls`` timed matmuls (about 50 ms on 2 cores)."""
+        best = 0.0
+        for _ in range(matmuls):
+            start = time.perf_counter()
+            torch.mm(self.a, self.b)
+            best = max(best, self.flops / (time.perf_counter() - start))
+        return best
 
 
 class PlainLoop:
@@ -91,25 +100,38 @@ class PlainLoop:
 
 
 class Interleave(Callback):
-    """At each of the trainer's log records (every WINDOW steps), WINDOW plain steps."""
+    """At each of the trainer's log records (every WINDOW steps), WINDOW plain steps, then a
+    matmul peak burst."""
 
-    def __init__(self, plain: PlainLoop):
-        self.plain = plain
+    def __init__(self, plain: PlainLoop, peak: MatmulPeak):
+        self.plain, self.peak = plain, peak
         self.trainer_rates: list[float] = []
         self.plain_rates: list[float] = []
+        self.peaks: list[float] = []
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self.trainer_rates.append(metrics["train/tokens_per_s"])  # the loop's clock for this window
         self.plain_rates.append(self.plain.tokens_per_s(WINDOW))
+        self.peaks.append(self.peak.burst())
 
 
-def interleaved(overrides: list[str], steps: int) -> tuple[float, float, float]:
-    """One trainer run of ``steps`` steps, its windows interleaved with plain ones: (median
-    trainer/plain ratio over adjacent windows, median trainer tokens/s, median plain tokens/s),
-    leaving out the first WARM_UP_PAIRS pairs."""
+@dataclass
+class Windows:
+    """One interleaved run's medians over its window pairs (warm-up pairs left out)."""
+
+    ratio: float  # trainer / plain tokens/s
+    trainer_tokens_per_s: float
+    plain_tokens_per_s: float
+    trainer_mfu: float
+    plain_mfu: float
+    peak_flops: float  # the bursts' median
+
+
+def interleaved(overrides: list[str], steps: int, peak: MatmulPeak) -> Windows:
+    """One trainer run of ``steps`` steps, its windows interleaved with plain ones and peak bursts."""
     run = resolve(load_run_config(None, overrides))
     tokens = steps * run.config.train.batch_size * run.config.train.seq_len
-    side = Interleave(PlainLoop(overrides, steps))
+    side = Interleave(PlainLoop(overrides, steps), peak)
     with tempfile.TemporaryDirectory() as folder:
         # Diagnostics off: they run at evals, off the clock, and have a benchmark of their own.
         config = load_run_config(None, [*overrides, f"train.tokens={tokens}", f"train.log_every={WINDOW}",
@@ -117,8 +139,16 @@ def interleaved(overrides: list[str], steps: int) -> tuple[float, float, float]:
                                         "diag.enabled=false"])
         run_local(config, folder, [side])
     trainer, plain = side.trainer_rates[WARM_UP_PAIRS:], side.plain_rates[WARM_UP_PAIRS:]
-    ratio = statistics.median(t / p for t, p in zip(trainer, plain, strict=True))
-    return ratio, statistics.median(trainer), statistics.median(plain)
+    peaks = side.peaks[WARM_UP_PAIRS:]
+    flops = run.flops_per_token
+    return Windows(
+        ratio=statistics.median(t / p for t, p in zip(trainer, plain, strict=True)),
+        trainer_tokens_per_s=statistics.median(trainer),
+        plain_tokens_per_s=statistics.median(plain),
+        trainer_mfu=statistics.median(t * flops / k for t, k in zip(trainer, peaks, strict=True)),
+        plain_mfu=statistics.median(p * flops / k for p, k in zip(plain, peaks, strict=True)),
+        peak_flops=statistics.median(peaks),
+    )
 
 
 def whole_run_tokens_per_s(overrides: list[str], steps: int) -> float:
@@ -135,27 +165,25 @@ def whole_run_tokens_per_s(overrides: list[str], steps: int) -> float:
 def bench_size(preset: str, steps: int, repeats: int, deepspeed: bool, compile: bool) -> dict:
     overrides = [f"model.preset={preset}", *BATCH]
     compiled_overrides = [*overrides, "train.compile=true"]
-    flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
     row: dict = {"preset": preset, "steps": steps}
-    rates: dict[str, list[tuple[float, float, float]]] = {"trainer": [], "compiled": []}
-    peaks = []
+    runs: dict[str, list[Windows]] = {"trainer": [], "compiled": []}
+    peak = MatmulPeak()
     if compile:  # compile once, off the clock: every later model of this shape reuses the graph
         start = time.perf_counter()
         whole_run_tokens_per_s(compiled_overrides, 2)
         row["compile_s"] = time.perf_counter() - start
     for _ in range(repeats):
-        peaks.append(matmul_peak_flops(seconds=1.0))
-        rates["trainer"].append(interleaved(overrides, steps))
+        runs["trainer"].append(interleaved(overrides, steps, peak))
         if compile:
-            rates["compiled"].append(interleaved(compiled_overrides, steps))
-    row["matmul_peak_flops"] = statistics.median(peaks)
-    row["plain_tokens_per_s"] = statistics.median(plain for _, _, plain in rates["trainer"])
-    row["plain_mfu"] = statistics.median(plain * flops_per_token / k for (_, _, plain), k in zip(rates["trainer"], peaks))
+            runs["compiled"].append(interleaved(compiled_overrides, steps, peak))
+    row["matmul_peak_flops"] = statistics.median(r.peak_flops for r in runs["trainer"])
+    row["plain_tokens_per_s"] = statistics.median(r.plain_tokens_per_s for r in runs["trainer"])
+    row["plain_mfu"] = statistics.median(r.plain_mfu for r in runs["trainer"])
     for name in ("trainer", "compiled") if compile else ("trainer",):
-        row[f"{name}_tokens_per_s"] = statistics.median(tokens for _, tokens, _ in rates[name])
-        row[f"{name}_vs_plain"] = statistics.median(ratio for ratio, _, _ in rates[name])
-        row[f"{name}_vs_plain_repeats"] = [round(ratio, 3) for ratio, _, _ in rates[name]]
-        row[f"{name}_mfu"] = statistics.median(t * flops_per_token / k for (_, t, _), k in zip(rates[name], peaks))
+        row[f"{name}_tokens_per_s"] = statistics.median(r.trainer_tokens_per_s for r in runs[name])
+        row[f"{name}_vs_plain"] = statistics.median(r.ratio for r in runs[name])
+        row[f"{name}_vs_plain_repeats"] = [round(r.ratio, 3) for r in runs[name]]
+        row[f"{name}_mfu"] = statistics.median(r.trainer_mfu for r in runs[name])
     if deepspeed:
         plain = PlainLoop(overrides, steps).tokens_per_s(steps)
         ds = whole_run_tokens_per_s([*overrides, "train.backend=deepspeed", "train.zero_stage=2"], steps)
@@ -169,7 +197,7 @@ def measure(sizes: str = "tiny,1m,5m", steps: int = 30, repeats: int = 3, deepsp
     rows = []
     for preset in sizes.split(","):
         # More windows where they are cheap: a tiny step is 8× faster than 1m's, and noisier.
-        size_steps = {"tiny": 6 * steps, "5m": max(4 * WINDOW, steps // 3)}.get(preset, steps)
+        size_steps = {"tiny": 3 * steps, "5m": max(4 * WINDOW, steps // 3)}.get(preset, steps)
         compile = preset in compile_sizes.split(",")
         rows.append(bench_size(preset, size_steps, repeats, deepspeed, compile))
         row = rows[-1]

@@ -58,7 +58,7 @@ def _render_result(result: dict) -> list[str]:
     if scalars:
         lines.append("; ".join(f"{k} {_value(v)}" for k, v in scalars.items()))
         lines.append("")
-    for key, rows in result.items():
+    for rows in result.values():
         if _is_rows(rows):
             columns = list(dict.fromkeys(c for row in rows for c in row))
             lines += [f"| {' | '.join(columns)} |", f"| {' | '.join('---' for _ in columns)} |"]

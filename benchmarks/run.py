@@ -31,12 +31,12 @@ BENCHMARKS_MD = HERE.parent / "BENCHMARKS.md"
 QUICK = {
     "trainer": ["--sizes", "tiny,1m", "--steps", "10", "--repeats", "3"],
     "fit": ["--naive-resamples", "2", "--lbfgsb-resamples", "20"],
-    "diagnostics": ["--sizes", "tiny", "--steps", "100", "--repeats", "1"],
-    "orchestration": ["--runs", "16", "--tokens", "300000", "--alone-sample", "2"],
+    "diagnostics": ["--sizes", "tiny", "--steps", "100", "--repeats", "1", "--on-only"],
+    "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "4"],
 }
 FULL = {
     "trainer": ["--sizes", "tiny,1m,5m", "--steps", "30", "--repeats", "3", "--deepspeed", "--compile", "1m"],
-    "orchestration": ["--runs", "16", "--tokens", "300000", "--alone-sample", "8"],
+    "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "8"],
     "fit": [],
     "diagnostics": ["--sizes", "tiny,100k", "--steps", "100", "--repeats", "1"],
     "data": [],
