@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from orchestrator.errors import GridError
-from orchestrator.replay import latest, pending_batches, read_records
+from orchestrator.replay import METRICS_FILE, JsonlTail, latest, pending_batches
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import (
     TAG_ARTIFACTS,
@@ -73,8 +73,7 @@ class Recorder:
         self._wanted: dict[str, tuple[str, str | None, dict[str, str]]] = {}
         self._tailing: set[str] = set()
         self._artifacts_due: set[str] = set()
-        self._seen: dict[str, tuple[float, int]] = {}  # JSONL (mtime, size) at the last read
-        self._records: dict[str, list[dict]] = {}  # JSONL records at the last read
+        self._jsonl: dict[str, JsonlTail] = {}  # each run's metrics.jsonl, read as it grows
         self._clear_cancel: set[str] = set()
         self._last_cancel_poll = 0.0
         self._last_heartbeat = 0.0
@@ -197,10 +196,7 @@ class Recorder:
     def _tail(self, run_id: str) -> None:
         assert self.store is not None
         stored = self.runs[run_id]
-        records = self._records.get(run_id)
-        if records is None:
-            records = self._records[run_id] = read_records(self.specs[run_id].out_dir)
-        for metrics, cursor in pending_batches(records, stored.cursor):
+        for metrics, cursor in pending_batches(self._records(run_id), stored.cursor):
             self.store.log(stored.mlflow_id, metrics, tags={TAG_CURSOR: cursor.to_tag()})
             stored.tags[TAG_CURSOR] = cursor.to_tag()
 
@@ -210,19 +206,20 @@ class Recorder:
         self.store.log_artifacts(self.runs[run_id], [folder / name for name in ARTIFACT_FILES])
         self._artifacts_due.discard(run_id)
 
+    def _records(self, run_id: str) -> list[dict]:
+        """The run's JSONL records, up to what its worker has written by now."""
+        jsonl = self._jsonl.get(run_id)
+        if jsonl is None:
+            jsonl = self._jsonl[run_id] = JsonlTail(Path(self.specs[run_id].out_dir) / METRICS_FILE)
+        jsonl.read()
+        return jsonl.records
+
     def _read_live(self) -> None:
         """Progress of running runs, from their files (works while the store is down)."""
         for run_id in self._tailing:
-            path = Path(self.specs[run_id].out_dir) / "metrics.jsonl"
-            try:
-                stat = path.stat()
-            except OSError:
+            records = self._records(run_id)
+            if not records:
                 continue
-            key = (stat.st_mtime, stat.st_size)
-            if self._seen.get(run_id) == key:
-                continue
-            self._seen[run_id] = key
-            records = self._records[run_id] = read_records(path.parent)
             train, evals = latest(records, "train"), latest(records, "eval")
             live = self.live.setdefault(run_id, Live())
             if train:

@@ -57,6 +57,53 @@ def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
     return read_jsonl(Path(out_dir) / METRICS_FILE)
 
 
+class JsonlTail:
+    """A growing JSONL file read incrementally: each :meth:`read` parses only the lines appended
+    since the last one, so following a long run costs the same at its end as at its start
+    (reading the whole file at every look made the driver's cost grow with each run's length).
+
+    ``records`` holds the file's complete records, as :func:`read_records` would return them:
+    a last line still being written waits for its newline, and a line that never parses (a
+    writer killed mid-line) is skipped. A file rewritten in place (a resumed run drops the
+    records past its checkpoint, ``trainers.callbacks.JsonlLogger``), or removed and written
+    anew, is noticed by the bytes just before the read position no longer being the ones read
+    there, and read again from its start.
+    """
+
+    GUARD_BYTES = 64  # how much of what was read is checked again at the next read
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: list[dict[str, Any]] = []
+        self._offset = 0  # bytes taken in: whole lines only
+        self._guard = b""  # the last bytes taken in
+
+    def read(self) -> list[dict[str, Any]]:
+        """The records appended since the last call (after a rewrite: all of them)."""
+        start = self._offset - len(self._guard)
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(start)
+                data = handle.read()
+        except FileNotFoundError:
+            data = b""
+        if not data.startswith(self._guard):  # rewritten or removed since the last read
+            self.records, self._offset, self._guard = [], 0, b""
+            return self.read()
+        taken = data.rfind(b"\n") + 1  # up to the last complete line
+        new = []
+        for line in data[len(self._guard) : taken].splitlines():
+            try:
+                new.append(json.loads(line))
+            except ValueError:  # a torn line (JSONDecodeError, or bytes cut mid-character)
+                continue
+        if taken > len(self._guard):
+            self._offset = start + taken
+            self._guard = data[max(0, taken - self.GUARD_BYTES) : taken]
+        self.records.extend(new)
+        return new
+
+
 def record_metrics(record: dict[str, Any]) -> list[Metric]:
     """The MLflow metrics one JSONL record stands for (non-numeric fields are skipped)."""
     kind, step = record.get("kind"), record.get("step")

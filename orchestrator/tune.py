@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
 from orchestrator.plan import Capacity
-from orchestrator.replay import read_records
+from orchestrator.replay import METRICS_FILE, JsonlTail, read_records
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import one_line
 from orchestrator.tune_plan import TunePlan, format_value
@@ -66,7 +66,7 @@ class Running:
     attempt: int = 1
     started: float = field(default_factory=time.monotonic)
     reported: dict[int, float] = field(default_factory=dict)  # eval step -> metric told to the trials
-    seen: tuple[float, int] | None = None  # metrics.jsonl (mtime, size) at the last read
+    jsonl: JsonlTail | None = None  # its metrics.jsonl, read as it grows (from the first look)
 
 
 @dataclass
@@ -209,16 +209,10 @@ class Tuner:
         A run that ended (or was reused) before the driver read all its evals is judged the
         same way, so which trials are pruned does not depend on how often this loop looks.
         """
-        path = Path(running.spec.out_dir) / "metrics.jsonl"
-        try:
-            stat = path.stat()
-        except OSError:
-            return False
-        if running.seen == (stat.st_mtime, stat.st_size):
-            return False
-        running.seen = (stat.st_mtime, stat.st_size)
+        if running.jsonl is None:
+            running.jsonl = JsonlTail(Path(running.spec.out_dir) / METRICS_FILE)
         last = max(running.reported, default=-1)
-        for record in read_records(running.spec.out_dir):
+        for record in running.jsonl.read():
             step, value = record.get("step"), record.get(self.plan.metric)
             if record.get("kind") != "eval" or step is None or step <= last or not _finite(value):
                 continue
@@ -266,7 +260,6 @@ class Tuner:
         except RayError as error:  # the worker died: SIGKILL, out of memory, a lost node
             self._retry_or_fail(running, f"worker died ({type(error).__name__})")
             return
-        running.seen = None
         self.counts.trained += 1
         if not self._tail(running):
             self._finish(running, result)

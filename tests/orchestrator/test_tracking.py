@@ -13,11 +13,12 @@ import pytest
 
 from orchestrator.grid import load_grid
 from orchestrator.recorder import Recorder
-from orchestrator.replay import Cursor, pending_batches, record_metrics
+from orchestrator.replay import Cursor, JsonlTail, pending_batches, record_metrics
 from orchestrator.spec import expand
 from orchestrator.status import grid_status, request_cancel
 from orchestrator.tracking import Store
 from tests.orchestrator.conftest import fresh_store, write_grid
+from trainers.callbacks import read_jsonl
 
 
 def records(steps: range, eval_every: int = 4, end: bool = False) -> list[dict]:
@@ -86,6 +87,34 @@ def test_a_record_bigger_than_a_batch_is_split_and_the_cursor_moves_with_its_las
     assert [c.eval_step for _, c in batches] == [-1, -1, 3]
 
 
+def test_jsonl_tail_takes_in_only_complete_new_lines_and_reads_a_rewritten_file_again(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = JsonlTail(path)
+    assert tail.read() == [] and tail.records == []  # no file yet
+    rows = records(range(1, 9))
+    write_jsonl(path, rows[:5])
+    assert tail.read() == rows[:5]
+    with open(path, "a") as handle:  # a record half written...
+        line = json.dumps(rows[5]) + "\n"
+        handle.write(line[:10])
+    assert tail.read() == []
+    with open(path, "a") as handle:  # ...then finished, with another one behind it
+        handle.write(line[10:] + json.dumps(rows[6]) + "\n")
+    assert tail.read() == rows[5:7]
+    with open(path, "a") as handle:  # a writer killed mid-line, then a resumed one appending
+        handle.write('{"kind": "tra' + json.dumps(rows[7]) + "\n" + json.dumps(rows[7]) + "\n")
+    assert tail.read() == rows[7:8]
+    assert tail.records == read_jsonl(path)
+
+    # Resumed at step 3: the file is rewritten with the records up to 3, and grows past where
+    # the tail stopped before it looks again.
+    rewritten = [*rows[:4], *records(range(3, 30))]
+    write_jsonl(path, rewritten)
+    assert tail.read() == rewritten and tail.records == read_jsonl(path)
+    path.unlink()
+    assert tail.read() == [] and tail.records == []
+
+
 def test_cursor_round_trips_through_its_tag():
     cursor = Cursor(train_step=12, eval_step=8, end=True)
     assert Cursor.from_tag(cursor.to_tag()) == cursor
@@ -132,6 +161,30 @@ def test_replay_is_idempotent_across_restarts_and_resumes(tmp_path, grid_specs, 
     assert histories(uri, mlflow_id, "train/loss") == [(s, 6.0 - s / 100) for s in range(1, 31)]
     assert histories(uri, mlflow_id, "eval/loss") == [(s, 6.1 - s / 100) for s in range(4, 31, 4)]
     assert histories(uri, mlflow_id, "tokens_per_s") == [(30, 1234.0)]
+
+
+def test_one_recorder_follows_a_run_through_its_resume(tmp_path, grid_specs, mlflow_template):
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    spec = grid_specs[0]
+    metrics_file = Path(spec.out_dir) / "metrics.jsonl"
+    write_jsonl(metrics_file, records(range(1, 21)))
+    recorder = Recorder(uri, "rec", grid_specs, warn=print)
+    assert recorder.open()
+    recorder.watch(spec.run_id)
+    assert recorder.flush(force=True)
+    assert recorder.live[spec.run_id].step == 20
+    # Killed at step 20, resumed from step 12: the file is rewritten and has grown past where the
+    # recorder stopped reading before it looks again. The new attempt's lines are shorter, so
+    # that position now falls after records the store does not hold yet (steps 21, 22, ...).
+    resumed = [r for r in records(range(1, 21)) if r["kind"] != "start" and r["step"] <= 12]
+    again = [{k: v for k, v in r.items() if k != "train/loss_mean"} for r in records(range(13, 41), end=True)[1:]]
+    write_jsonl(metrics_file, [{"kind": "start", "step": 12}, *resumed, *again])
+    recorder.done(spec.run_id, with_artifacts=False)
+    assert recorder.flush(force=True)
+    mlflow_id = recorder.runs[spec.run_id].mlflow_id
+    assert histories(uri, mlflow_id, "train/loss") == [(s, 6.0 - s / 100) for s in range(1, 41)]
+    assert histories(uri, mlflow_id, "eval/loss") == [(s, 6.1 - s / 100) for s in range(4, 41, 4)]
+    assert recorder.live[spec.run_id].step == 40
 
 
 def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, monkeypatch, mlflow_template):
