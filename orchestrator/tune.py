@@ -384,7 +384,8 @@ def run(plan: TunePlan, address: str | None = None, stream: TextIO | None = None
 
             from orchestrator.cluster import connect, disconnect
 
-            cluster = connect(address, Capacity.this_machine(), warm_workers=parallel_trials(plan, Capacity.this_machine()))
+            this_machine = Capacity.this_machine()
+            cluster = connect(address, this_machine, warm_workers=parallel_trials(plan, this_machine))
             try:
                 check_capacity(plan.grid, specs, cluster.capacity)
                 if cluster.dashboard_url:
