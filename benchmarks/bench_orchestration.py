@@ -89,8 +89,8 @@ class workspace:
 
 
 def alone_specs(grid_file: Path, folder: Path, sample: int | None) -> list:
-    """The grid's runs to time alone (all, or ``sample`` of them spread over the grid), each in
-    a workspace of its own under ``folder``."""
+    """The grid's runs to time alone (all, or ``sample`` of them spread over the grid), their run
+    folders in the workspace ``folder``."""
     from orchestrator.grid import load_grid
 
     with workspace(folder):
@@ -182,9 +182,8 @@ def measure(runs: int = 16, tokens: int = 250_000, repeats: int = 1, alone_sampl
         grid_file = write_grid(root_path, runs, tokens)
         specs = alone_specs(grid_file, root_path / "alone", alone_sample)
         before, after = specs[: (len(specs) + 1) // 2], specs[(len(specs) + 1) // 2 :]
-        # The first half of the reference before Ray starts: the local cluster begins by warming
-        # its workers up (``orchestrator.worker.warm_up_workers``), and that must overlap only
-        # what it overlaps in a real submission (creating the tracking store, planning).
+        # Half of the reference before Ray starts and half after it stops: no Ray process takes
+        # CPU from these runs, and the two halves bracket the grid in time.
         warm_up(grid_file, root_path / "warm-up")
         alone = alone_seconds(before)
         capacity = Capacity.this_machine()
