@@ -20,7 +20,8 @@ from orchestrator.spec import RunSpec
 # Sustained training throughput in FLOP/s (all-matmul count). One core of the 2-core dev VM
 # runs the tiny..400k presets at 22-37 GFLOP/s; 25 GFLOP/s is a round middle.
 CPU_FLOPS_PER_CORE = 25e9
-# One A100/H100-class GPU on models this small: ~10-30 % of bf16 peak; 1e14 is a middle.
+# One GPU: an H100 trains 125m-350m at 2.4e14 FLOP/s eager and 4.5e14 compiled (BENCHMARKS.md);
+# an A100 has a third of its peak. 1e14 errs long for either: estimates only order and size.
 GPU_FLOPS_PER_DEVICE = 1e14
 STARTUP_S = 3.0  # worker start, data source, model build (per attempt)
 EVALS_PER_RUN = 11  # the trainer's default: step 0, nine in between, the end
