@@ -32,7 +32,7 @@ from trainers.model import Transformer  # noqa: E402
 # Kernel name pattern -> kind, first match wins (cuBLAS and CUTLASS matmuls have many names).
 KINDS = (
     (re.compile(r"flash|fmha|attention", re.I), "attention"),
-    (re.compile(r"adam|multi_tensor|foreach|norm_kernel|lpnorm", re.I), "optimizer and clipping"),
+    (re.compile(r"adam|multi_tensor|foreach|lpnorm", re.I), "optimizer and clipping"),
     (re.compile(r"gemm|nvjet|xmma|cutlass|cublas|wgmma|sm90", re.I), "matmul"),
     (re.compile(r"^triton_", re.I), "inductor fused"),
     (re.compile(r"softmax|nll|cross_entropy", re.I), "cross-entropy"),
