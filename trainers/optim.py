@@ -70,7 +70,7 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
 
     On a GPU it uses torch's fused kernel, which updates every parameter in a few launches: at
     350M parameters on an H100 a step takes 3.5 ms against 9.9 ms for the multi-tensor (foreach)
-    one, 7% of a compiled training step. Elsewhere it uses the foreach one.
+    one, a saving of 7% of a compiled 16k-token training step. Elsewhere it uses foreach.
     """
     on_gpu = all(param.is_cuda for param in model.parameters())
     return torch.optim.AdamW(
