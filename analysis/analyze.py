@@ -12,6 +12,13 @@ Which fits are made:
 
 Without an explicit form every applicable one is fitted. Slices are found on all finished runs
 together, so every group is fitted on the same slices and can be compared.
+
+E: groups that share their data share the irreducible loss, so by default (``e_mode="shared"``)
+the groups of each form and slice are fitted jointly with one E (:mod:`analysis.shared`);
+``"known"`` holds E at the data's entropy rate, ``"per-group"`` fits every group alone (chosen
+automatically when the groups' data differ). Beside the fits: the paired gap per cell and its
+trend (:mod:`analysis.gap`), the hold-out predictions (:mod:`analysis.holdout`) and the verdict
+(:mod:`analysis.verdict`).
 """
 
 from __future__ import annotations
@@ -28,9 +35,14 @@ from analysis.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_fi
 from analysis.compare import Comparison, compare_fits
 from analysis.errors import AnalysisError
 from analysis.fit import ALL_FORMS, FitResult, fit_power_law, n_distinct
+from analysis.gap import GapComparison, compare_gaps
+from analysis.holdout import HOLDOUT_MODES, HoldoutPrediction, default_mode, predict_held_out
 from analysis.isoflop import fit_isoflop, has_iso_flop_slices
-from analysis.load import CORE_COLUMNS, RunTable
-from analysis.slices import cluster_values
+from analysis.labels import group_label, slice_label
+from analysis.load import CORE_COLUMNS, ENTROPY_COLUMN, RunTable
+from analysis.shared import E_MODES, bootstrap_shared, can_share, fit_shared
+from analysis.slices import cluster_values, locked_together
+from analysis.verdict import Verdict, decide
 
 # A cluster is a slice only if its values stay within this factor: continuous data (every run
 # at its own D) would otherwise chain into one cluster spanning decades.
@@ -50,6 +62,12 @@ class Analysis:
     n_bootstrap: int
     ci_level: float
     seed: int
+    e_mode: str = "per-group"  # how E was treated: shared, per-group or known (after any fallback)
+    e_known: float | None = None  # the data's entropy rate, when every run records the same one
+    gaps: tuple[GapComparison, ...] = ()
+    holdout_mode: str = "none"
+    holdout: tuple[HoldoutPrediction, ...] = ()
+    verdict: Verdict | None = None
 
     @property
     def any_ok(self) -> bool:
@@ -74,13 +92,18 @@ def analyze(
     *,
     seed: int = 0,
     ci_level: float = DEFAULT_CI_LEVEL,
+    e_mode: str = "shared",
+    holdout: str | None = None,
 ) -> Analysis:
     """Fit every group of finished runs in ``table`` and compare the groups.
 
     ``by``: grouping columns (default ``table.default_by``); ``forms``: subset of
     ``n, d, joint, isoflop`` (default: every applicable one); ``n_bootstrap``: resamples per
-    fit (0 for none). Raises :class:`AnalysisError` for an unknown column or form, or when no
-    run is finished; degenerate data never raises and ends up in the results' messages.
+    fit (0 for none); ``e_mode``: ``shared``, ``per-group`` or ``known``; ``holdout``: one of
+    :data:`~analysis.holdout.HOLDOUT_MODES` (default: ``largest-n`` when every group has four or
+    more distinct N, else ``none``). Raises :class:`AnalysisError` for an unknown column, form
+    or mode, for ``known`` without a recorded entropy rate, or when no run is finished;
+    degenerate data never raises and ends up in the results' messages.
     """
     by = tuple(table.default_by if by is None else by)
     for column in by:
@@ -92,6 +115,10 @@ def analyze(
             raise AnalysisError(f"--form: unknown form '{form}' (expected one of {', '.join(ALL_FORMS)})")
     if not 0 < ci_level < 1:
         raise AnalysisError(f"ci_level: must be between 0 and 1, got {ci_level}")
+    if e_mode not in E_MODES:
+        raise AnalysisError(f"--e: unknown mode '{e_mode}' (expected one of {', '.join(E_MODES)})")
+    if holdout is not None and holdout not in HOLDOUT_MODES:
+        raise AnalysisError(f"--holdout: unknown mode '{holdout}' (expected one of {', '.join(HOLDOUT_MODES)})")
     finished = table.finished
     if finished.empty:
         states = table.runs["state"].value_counts().to_dict()
@@ -126,19 +153,116 @@ def analyze(
             fits.append(_power_fit(rows, group, "joint", {}))
         if "isoflop" in chosen:
             fits.append(fit_isoflop(rows["N"], rows["D"], rows["FLOPs"], rows["loss"], run_ids=list(rows["run_id"]), group=group))
-    fits = [bootstrap_fit(f, n_bootstrap, seed=_seed(seed, i), ci_level=ci_level) for i, f in enumerate(fits)]
-    comparisons = compare_fits(fits, ci_level)
+    e_known, why = _known_entropy(finished, e_mode)
+    messages += why
+    used_mode, why = _choose_e_mode(finished, by, e_mode)
+    messages += why
+    sets, why = _fit_sets(fits, used_mode, e_known)
+    messages += why
+    seeds = _seeds(finished)
+    fitted: list[FitResult] = []
+    for i, members in enumerate(sets):
+        if len(members) == 1 and members[0].e_mode == "per-group":
+            fitted.append(bootstrap_fit(members[0], n_bootstrap, seed=_seed(seed, i), ci_level=ci_level))
+        else:
+            fitted += bootstrap_shared(members, n_bootstrap, seed=_seed(seed, i), ci_level=ci_level, seeds=seeds)
+    sets = _regroup(fitted, sets)
+    comparisons = compare_fits(fitted, ci_level)
+    gaps = compare_gaps(finished, by, ci_level, seed_column="seed" if "seed" in finished.columns else None)
+    if holdout is None:
+        holdout = default_mode([n_distinct(rows["N"].to_numpy(float)) for _, rows in _groups(finished, by)])
+    predictions, why = predict_held_out(sets, holdout, n_bootstrap, ci_level=ci_level, seeds=seeds,
+                                        seed_for=lambda i: _seed(seed + 1, i))
+    messages += why
+    groups = [g for g, _ in _groups(finished, by)]
     return Analysis(
         table=table,
         by=by,
         forms=tuple(chosen),
-        fits=tuple(fits),
+        fits=tuple(fitted),
         comparisons=comparisons,
         messages=tuple(messages),
         n_bootstrap=n_bootstrap,
         ci_level=ci_level,
         seed=seed,
+        e_mode=used_mode,
+        e_known=e_known,
+        gaps=gaps,
+        holdout_mode=holdout,
+        holdout=predictions,
+        verdict=decide(groups, comparisons, gaps),
     )
+
+
+def _known_entropy(finished: pd.DataFrame, e_mode: str) -> tuple[float | None, list[str]]:
+    """The entropy rate every finished run records, or None (an error when ``known`` needs it)."""
+    values = finished[ENTROPY_COLUMN].to_numpy(float) if ENTROPY_COLUMN in finished.columns else np.empty(0)
+    values = values[np.isfinite(values)]
+    if values.size == len(finished) and values.size and np.ptp(values) <= 1e-9 * values.max():
+        return float(values[0]), []
+    if e_mode != "known":
+        return None, []
+    if values.size == 0:
+        raise AnalysisError("--e known: the runs record no entropy rate (their data source does not know it, "
+                            f"or they predate it; a CSV needs a '{ENTROPY_COLUMN}' column)")
+    raise AnalysisError(f"--e known: the runs record different entropy rates ({values.min():.4g} .. {values.max():.4g}): "
+                        "they train on different data; fit them with --e per-group")
+
+
+def _choose_e_mode(finished: pd.DataFrame, by: tuple[str, ...], e_mode: str) -> tuple[str, list[str]]:
+    """``e_mode``, or ``per-group`` when there is one group or the groups train on different data
+    (then each has an E of its own); ``known`` applies to one group as well."""
+    if e_mode == "known":
+        return e_mode, []
+    if e_mode == "per-group" or not by or finished.groupby(list(by), dropna=False).ngroups < 2:
+        return "per-group", []
+    for column in [c for c in finished.columns if c.startswith("data.")]:
+        values = finished.groupby(list(by), dropna=False)[column].agg(lambda v: tuple(sorted(map(repr, set(v)))))
+        if values.nunique() > 1:
+            return "per-group", [f"the groups train on different data ('{column}' differs): E is fitted per group"]
+    return e_mode, []
+
+
+def _fit_sets(fits: list[FitResult], e_mode: str, e_known: float | None) -> tuple[list[list[FitResult]], list[str]]:
+    """The fits as they are made: alone (E per group), or jointly per form and slice (E shared or known)."""
+    if e_mode == "per-group":
+        return [[f] for f in fits], []
+    known = e_mode == "known"
+    keyed: dict[tuple, list[FitResult]] = {}
+    for fit in fits:
+        if can_share(fit, known):
+            keyed.setdefault((fit.form, tuple(sorted(fit.slice.items()))), []).append(fit)
+    notes, joint_ids = [], set()
+    sets: list[list[FitResult]] = []
+    for members in keyed.values():
+        if len(members) < 2 and not known:
+            continue
+        sets.append(list(fit_shared(members, e_known=e_known if known else None)))
+        joint_ids |= {id(f) for f in members}
+    for fit in fits:
+        if id(fit) in joint_ids:
+            continue
+        if fit.form != "isoflop" and fit.ok:
+            where = f"{group_label(fit.group)}, {fit.form}" + (f" at {slice_label(fit.slice)}" if fit.slice else "")
+            notes.append(f"{where}: fitted with its own E (too few distinct points, or no other group to share E with)")
+        sets.append([fit])
+    return sets, notes
+
+
+def _regroup(fitted: list[FitResult], sets: list[list[FitResult]]) -> list[list[FitResult]]:
+    """``fitted`` (the sets' members after the bootstrap, in order) cut back into the sets."""
+    out, i = [], 0
+    for members in sets:
+        out.append(fitted[i : i + len(members)])
+        i += len(members)
+    return out
+
+
+def _seeds(finished: pd.DataFrame) -> dict[str, Any] | None:
+    """Run id → training seed, when the runs record seeds."""
+    if "seed" not in finished.columns:
+        return None
+    return {r: plain_value(s) for r, s in zip(finished["run_id"], finished["seed"])}
 
 
 def _seed(seed: int, index: int) -> int:
@@ -192,25 +316,22 @@ def _choose_forms(finished: pd.DataFrame, forms: Sequence[str] | None) -> tuple[
     if forms:
         return list(dict.fromkeys(forms)), []
     chosen, notes = [], []
+    # D set by N (a tokens-per-parameter schedule): L(N) along the schedule is the one fit; an
+    # L(D) along it would be the same points again.
+    locked = n_n >= 2 and n_d >= 2 and locked_together(np.log(n_all[good]), np.log(d_all[good]))
     if n_n >= 2:
         chosen.append("n")
-    if n_d >= 2:
+    if n_d >= 2 and not locked:
         chosen.append("d")
-    if n_n >= 3 and n_d >= 3 and _separable(np.log(n_all[good]), np.log(d_all[good])):
+    if locked:
+        notes.append("D moves with N in these runs (one D schedule): L(N) is fitted along it, and L(D) would be the same fit")
+    if n_n >= 3 and n_d >= 3 and not locked:
         chosen.append("joint")
     if has_iso_flop_slices(finished["FLOPs"].to_numpy(float), n_all):
         chosen.append("isoflop")
     if not chosen:
         notes.append("every finished run has the same N and the same D: there is no scaling to fit")
     return chosen, notes
-
-
-def _separable(log_n: np.ndarray, log_d: np.ndarray) -> bool:
-    """False when log D is (almost) a linear function of log N, as on a D = k·N schedule."""
-    centered = np.column_stack([log_n, log_d])
-    centered = centered - centered.mean(axis=0)
-    sv = np.linalg.svd(centered, compute_uv=False)
-    return bool(sv[-1] > 1e-6 * sv[0])
 
 
 def _sliced_fits(rows: pd.DataFrame, group: dict[str, Any], form: str, slices: list, axis: str) -> list[FitResult]:

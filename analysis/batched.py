@@ -14,30 +14,28 @@ returned as such and refitted one by one by the caller.
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
+from analysis.objective import HUBER_DELTA, Layout, log_terms
 
 
-def _residuals_and_jacobian(theta: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, with_e: bool) -> tuple[np.ndarray, np.ndarray]:
+def _residuals_and_jacobian(theta: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """r (K, n) and dr/dθ (K, n, p) of the log-sum-exp model for K parameter vectors."""
-    offset = 1 if with_e else 0
-    coef = theta[:, offset::2]  # (K, k)
-    expo = theta[:, offset + 1 :: 2]
-    terms = coef[:, None, :] - log_x[None, :, :] * expo[:, None, :]  # (K, n, k)
-    if with_e:
-        terms = np.concatenate([np.broadcast_to(theta[:, None, :1], terms.shape[:2] + (1,)), terms], axis=2)
+    terms = log_terms(theta, log_x, layout)  # (K, n, k + 1)
     top = terms.max(axis=2, keepdims=True)
     expd = np.exp(terms - top)
     total = expd.sum(axis=2, keepdims=True)
     resid = top[..., 0] + np.log(total[..., 0]) - log_loss[None, :]
-    soft = expd / total  # (K, n, k + offset)
-    jac = np.empty(soft.shape[:2] + (theta.shape[1],))
-    if with_e:
+    soft = expd / total  # (K, n, k + 1)
+    k = log_x.shape[1]
+    jac = np.zeros(soft.shape[:2] + (theta.shape[1],))
+    if layout.with_e:
         jac[..., 0] = soft[..., 0]
-    jac[..., offset::2] = soft[..., offset:]
-    jac[..., offset + 1 :: 2] = -soft[..., offset:] * log_x[None, :, :]
+    # Point i's pairs sit at offset + 2·(g_i·k + j) (coefficient) and one after (exponent).
+    rows = np.arange(log_x.shape[0])[:, None]
+    coef_col = layout.offset + 2 * (layout.group[:, None] * k + np.arange(k)[None, :])  # (n, k)
+    jac[:, rows, coef_col] = soft[..., 1:]
+    jac[:, rows, coef_col + 1] = -soft[..., 1:] * log_x[None, :, :]
     return resid, jac
 
 
@@ -52,16 +50,15 @@ def batched_refit(
     log_x: np.ndarray,
     log_loss: np.ndarray,
     weights: np.ndarray,
-    with_e: bool,
-    bounds: Sequence[tuple[float, float]],
-    delta: float = 1e-3,
+    layout: Layout,
+    delta: float = HUBER_DELTA,
     max_iter: int = 3000,
     f_tol: float = 1e-12,
     x_tol: float = 1e-7,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Refit K weighted problems; ``weights`` is (K, n), ``start`` one warm start (p,) or one per fit (K, p).
 
-    ``bounds`` are (low, high) per parameter, as for L-BFGS-B.
+    Parameters are kept in the same box as the L-BFGS-B fit (``layout.bounds``).
 
     Returns ``(theta, converged)``: (K, p) optima in the optimizer's coordinates and a (K,)
     mask. A resample converges when its gradient is negligible, or when an accepted step
@@ -71,10 +68,10 @@ def batched_refit(
     """
     start = np.asarray(start, float)
     n_fits, n_params = weights.shape[0], start.shape[-1]
-    lows, highs = np.asarray(bounds, float).T
+    lows, highs = np.asarray(layout.bounds(log_x.shape[1]), float).T
     theta = np.array(np.broadcast_to(start, (n_fits, n_params)))
     w_sum = weights.sum(axis=1, keepdims=True)
-    resid, jac = _residuals_and_jacobian(theta, log_x, log_loss, with_e)
+    resid, jac = _residuals_and_jacobian(theta, log_x, log_loss, layout)
     value = _huber_values(resid, weights, delta)
     damping = np.full(n_fits, 1e-3)
     done = np.zeros(n_fits, dtype=bool)
@@ -96,7 +93,7 @@ def batched_refit(
         except np.linalg.LinAlgError:
             step = -grad / np.maximum(diag, 1e-12)
         trial = np.clip(theta[active] + step, lows, highs)
-        t_resid, t_jac = _residuals_and_jacobian(trial, log_x, log_loss, with_e)
+        t_resid, t_jac = _residuals_and_jacobian(trial, log_x, log_loss, layout)
         t_value = _huber_values(t_resid, w, delta)
         better = np.isfinite(t_value) & (t_value <= value[active])
         moved = np.max(np.abs(trial - theta[active]), axis=1)

@@ -15,25 +15,33 @@ import dataclasses
 
 import numpy as np
 
-from analysis.fit import (
-    FORM_PARAMS,
-    FitResult,
-    _bounds,
-    design,
-    minimize_from,
-    multistart,
-    n_distinct,
-    params_to_theta,
-    single_threaded_blas,
-    theta_to_params,
-)
 from analysis.batched import batched_refit
+from analysis.errors import warning
+from analysis.fit import FORM_PARAMS, FitResult, design, layout_of, multistart, n_distinct
 from analysis.isoflop import isoflop_core
+from analysis.objective import minimize_from, params_to_theta, single_threaded_blas, theta_to_params
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CI_LEVEL = 0.95
-# Largest share of resamples that may be unfittable (too few distinct points) for a CI to be given.
+# Shares of unfittable resamples (too few distinct points): above NOTE_SKIPPED they are counted in
+# a note; above WARN_SKIPPED the note is a warning (the interval rests on the better-spread
+# resamples and may be too narrow); above MAX_SKIPPED no interval is given at all.
+NOTE_SKIPPED = 0.02
+WARN_SKIPPED = 0.10
 MAX_SKIPPED = 0.2
+
+
+def skipped_note(skipped: int, n_resamples: int) -> str | None:
+    """The note on ``skipped`` unfittable resamples of ``n_resamples``, or None when too few to matter."""
+    if skipped > MAX_SKIPPED * n_resamples:
+        return warning(f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit: "
+                       "too few runs for a CI (about 5 distinct sizes per fit are needed); no CI")
+    if skipped > WARN_SKIPPED * n_resamples:
+        return warning(f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit and were "
+                       "skipped: the intervals rest on the rest and may be too narrow")
+    if skipped > NOTE_SKIPPED * n_resamples:
+        return f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit and were skipped"
+    return None
 
 
 def percentile_ci(samples: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple[float, float]:
@@ -52,6 +60,41 @@ def percentile_ci(samples: np.ndarray, level: float = DEFAULT_CI_LEVEL) -> tuple
 def resample_weights(n_points: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """(n_resamples, n_points) multiplicities of runs drawn with replacement."""
     return rng.multinomial(n_points, np.full(n_points, 1.0 / n_points), size=n_resamples).astype(float)
+
+
+def cell_ids(n_params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """(n,) an integer per distinct (N, D) cell, values within 0.1% counting as equal."""
+    keys = np.column_stack([np.round(np.log(np.asarray(v, float)) / 1e-3) for v in (n_params, tokens)])
+    keys = np.nan_to_num(keys, nan=-1e18)  # a missing N or D is a value of its own
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def paired_weights(cells: np.ndarray, seeds: np.ndarray | None, n_resamples: int,
+                   rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    """(n_resamples, n) multiplicities for a bootstrap that keeps groups paired, and its unit.
+
+    When every cell holds runs of at least two seeds, each cell's seeds are drawn with
+    replacement (``"seeds within cells"``): every cell stays in each resample and only the
+    replicate noise is resampled. Otherwise whole cells are drawn with replacement
+    (``"cells"``). Either way every run of a drawn cell (and seed) comes with it, whatever
+    its group, so the groups of a comparison are resampled together.
+    """
+    cells = np.asarray(cells)
+    distinct = np.unique(cells)
+    if seeds is not None:
+        seed_keys = np.array([repr(s) for s in seeds])
+        per_cell = [np.unique(seed_keys[cells == c]) for c in distinct]
+        if all(len(s) >= 2 for s in per_cell):
+            weights = np.zeros((n_resamples, len(cells)))
+            for c, options in zip(distinct, per_cell):
+                counts = rng.multinomial(len(options), np.full(len(options), 1.0 / len(options)), size=n_resamples)
+                in_cell = cells == c
+                for j, s in enumerate(options):
+                    weights[:, in_cell & (seed_keys == s)] = counts[:, j : j + 1]
+            return weights, "seeds within cells"
+    counts = rng.multinomial(len(distinct), np.full(len(distinct), 1.0 / len(distinct)), size=n_resamples)
+    position = np.searchsorted(distinct, cells)
+    return counts[:, position].astype(float), "cells"
 
 
 def bootstrap_fit(
@@ -84,16 +127,13 @@ def bootstrap_fit(
         else:
             samples, skipped = _power_draws(result, weights, warm_start)
     names = result.fitted_names
-    messages = list(result.messages)
+    note = skipped_note(skipped, n_resamples)
+    messages = list(result.messages) + ([note] if note else [])
     if skipped > MAX_SKIPPED * n_resamples:
         # Dropping many degenerate resamples keeps only the well-spread ones and narrows the
         # interval; better no interval (and no verdict) than a falsely confident one.
-        messages.append(f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit: "
-                        f"too few runs for a CI (about 5 distinct sizes per fit are needed); no CI")
         return dataclasses.replace(result, messages=tuple(messages))
     ci = {p: percentile_ci(samples[p], ci_level) for p in names}
-    if skipped > 0.02 * n_resamples:
-        messages.append(f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit and were skipped")
     return dataclasses.replace(
         result, ci=ci, ci_level=ci_level, n_bootstrap=n_resamples, samples=samples, messages=tuple(messages)
     )
@@ -120,25 +160,25 @@ def _identifiable(result: FitResult, w: np.ndarray) -> bool:
 
 
 def _power_draws(result: FitResult, weights: np.ndarray, warm_start: bool) -> tuple[dict[str, np.ndarray], int]:
-    with_e = "E" not in result.fixed
+    layout = layout_of(result)
     log_x = design(result.form, result.n_params, result.tokens)
     log_loss = np.log(result.loss)
-    start = params_to_theta(result.params, result.form, with_e)
+    start = params_to_theta([result.params], result.form, layout)
     draws = np.full((len(weights), start.size), np.nan)
     fittable = np.array([_identifiable(result, w) for w in weights], dtype=bool)
     rows = np.flatnonzero(fittable)
     converged = np.zeros(len(weights), dtype=bool)
     if warm_start and rows.size:
-        draws[rows], converged[rows] = batched_refit(start, log_x, log_loss, weights[rows], with_e, _bounds(log_x.shape[1], with_e))
+        draws[rows], converged[rows] = batched_refit(start, log_x, log_loss, weights[rows], layout)
     for i in rows[~converged[rows]]:
         # One by one: L-BFGS-B from where the batch stopped (or the warm start), then the grid.
-        fit = minimize_from(draws[i] if warm_start else start, log_x, log_loss, weights[i], with_e) if warm_start else None
+        fit = minimize_from(draws[i], log_x, log_loss, weights[i], layout) if warm_start else None
         if fit is None or not fit.converged:
-            fit = multistart(log_x, log_loss, with_e, weights=weights[i])
+            fit = multistart(log_x, log_loss, layout, weights=weights[i])
         draws[i] = fit.theta
     samples = {p: np.full(len(weights), np.nan) for p in FORM_PARAMS[result.form]}
     for i in rows:
-        for p, v in theta_to_params(draws[i], result.form, with_e).items():
+        for p, v in theta_to_params(draws[i], result.form, layout)[0].items():
             samples[p][i] = v
     return {p: v for p, v in samples.items() if p in result.fitted_names}, int((~fittable).sum())
 

@@ -14,9 +14,11 @@ from typing import Sequence
 
 import click
 
-from analysis.errors import AnalysisError
+from analysis.errors import AnalysisError, is_warning
 
 FORM_CHOICES = ("n", "d", "joint", "isoflop")
+E_CHOICES = ("shared", "per-group", "known")
+HOLDOUT_CHOICES = ("none", "largest-n", "largest-d", "largest-c")
 REPORT_BOOTSTRAP = 1000
 
 
@@ -50,7 +52,25 @@ def _notes(analysis) -> list[str]:
     return notes
 
 
+def _echo_notes(analysis, verbose: bool, where: str) -> None:
+    """Every note with ``--verbose``; otherwise the warnings (notes that can change a conclusion)
+    and a count of the rest, on stderr."""
+    notes = _notes(analysis)
+    shown = notes if verbose else [n for n in notes if is_warning(n)]
+    for note in shown:
+        text = note if is_warning(note) else f"note: {note}"
+        click.echo(f"gammaray: {text}", err=True)
+    hidden = len(notes) - len(shown)
+    if hidden:
+        click.echo(f"gammaray: {hidden} more note(s) {where}; --verbose prints them", err=True)
+
+
 def _common_options(function):
+    function = click.option("--verbose", "verbose", is_flag=True, help="Print every note from loading and fitting.")(function)
+    function = click.option("--holdout", "holdout", type=click.Choice(HOLDOUT_CHOICES), default=None,
+                            help="Refit without the largest runs and predict them (default: largest-n with >= 4 sizes per group, else none).")(function)
+    function = click.option("--e", "e_mode", type=click.Choice(E_CHOICES), default="shared", show_default=True,
+                            help="E shared by the groups of a comparison, fitted per group, or held at the data's known entropy rate.")(function)
     function = click.option("--tracking-uri", "tracking_uri", metavar="URI", default=None,
                             help="MLflow tracking URI (default: the workspace's embedded store).")(function)
     function = click.option("--by", "by", metavar="COLS", default=None,
@@ -65,11 +85,12 @@ def _common_options(function):
 @click.option("--form", "form", metavar="n|d|joint|isoflop", default=None, help="Fit only this form (default: every applicable one).")
 @click.option("--bootstrap", "bootstrap", metavar="K", type=int, default=1000, show_default=True, help="Bootstrap resamples per fit (0: no CIs).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document as the last line of stdout.")
-def fit_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None,
-                form: str | None, bootstrap: int, as_json: bool) -> None:
+def fit_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, e_mode: str,
+                holdout: str | None, verbose: bool, form: str | None, bootstrap: int, as_json: bool) -> None:
     """Fit power laws per group, with bootstrap CIs, and say which group descends faster."""
     from analysis.analyze import analyze
-    from analysis.export import summary_lines, to_json
+    from analysis.export import to_json
+    from analysis.summary import summary_lines
 
     try:
         if form is not None and form not in FORM_CHOICES:
@@ -77,12 +98,12 @@ def fit_command(grid: str | None, csv_path: str | None, by: str | None, tracking
         if bootstrap < 0:
             raise AnalysisError(f"--bootstrap: must be >= 0, got {bootstrap}")
         table = _load(grid, csv_path, tracking_uri)
-        result = analyze(table, by=_parse_by(by), forms=[form] if form else None, n_bootstrap=bootstrap)
+        result = analyze(table, by=_parse_by(by), forms=[form] if form else None, n_bootstrap=bootstrap,
+                         e_mode=e_mode, holdout=holdout)
     except AnalysisError as exc:
         _fail(str(exc))
         return
-    for note in _notes(result):
-        click.echo(f"gammaray: note: {note}", err=True)
+    _echo_notes(result, verbose, "from fitting")
     if not as_json:
         click.echo(_fit_table(result))
         click.echo("")
@@ -118,11 +139,13 @@ def _fit_table(analysis) -> str:
 @click.command("report")
 @_common_options
 @click.option("--out", "out", metavar="FILE.html", default=None, help="Report path (default: <workspace>/reports/<name>/report.html).")
-def report_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, out: str | None) -> None:
-    """Write a self-contained HTML report (with fit.json and fits.csv beside it)."""
+def report_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, e_mode: str,
+                   holdout: str | None, verbose: bool, out: str | None) -> None:
+    """Write a self-contained HTML report (with fit.json and fits.csv beside it); print the verdict."""
     from analysis.analyze import analyze
     from analysis.export import write_outputs
     from analysis.report import write_report
+    from analysis.summary import holdout_line
     from analysis.workspace import default_report_path
 
     try:
@@ -130,7 +153,7 @@ def report_command(grid: str | None, csv_path: str | None, by: str | None, track
         path = Path(out) if out else default_report_path(table.name)
         if path.suffix.lower() not in (".html", ".htm"):
             raise AnalysisError(f"--out: {path}: the report is an HTML file (end the name in .html)")
-        result = analyze(table, by=_parse_by(by), n_bootstrap=REPORT_BOOTSTRAP)
+        result = analyze(table, by=_parse_by(by), n_bootstrap=REPORT_BOOTSTRAP, e_mode=e_mode, holdout=holdout)
         try:
             write_report(result, path)
             write_outputs(result, path.parent)
@@ -139,8 +162,12 @@ def report_command(grid: str | None, csv_path: str | None, by: str | None, track
     except AnalysisError as exc:
         _fail(str(exc))
         return
-    for note in _notes(result):
-        click.echo(f"gammaray: note: {note}", err=True)
+    _echo_notes(result, verbose, "in the report")
+    if result.verdict is not None and len(result.groups) >= 2:
+        click.echo("Verdict: " + result.verdict.text)
+    line = holdout_line(result)
+    if line:
+        click.echo(line)
     click.echo(str(path))
     if not result.any_ok:
         _fail(f"nothing could be fitted; the report at {path} lists the runs")

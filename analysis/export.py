@@ -1,9 +1,12 @@
 """Machine-readable results: the ``--json`` document, ``fit.json`` and ``fits.csv``.
 
-The JSON document is ``{"fits": [...], "comparison": {...}, ...}``; every fit carries
+The JSON document is ``{"verdict": {...}, "fits": [...], "comparison": {...}, "gap": [...],
+"holdout": [...], "competence": [...], ...}``; every fit carries
 ``group``, ``form``, ``slice``, ``params`` (``E, A, alpha, B, beta`` for power laws, ``a, b,
 N_coef, D_coef`` for iso-FLOP fits; null where absent), ``ci`` (``[low, high]`` per fitted
-parameter), ``ci_level``, ``n_points``, ``n_bootstrap``, ``ok`` and ``messages``. Non-finite
+parameter), ``ci_level``, ``n_points``, ``n_bootstrap``, ``ok``, ``messages``, ``e_mode``
+(``shared``, ``per-group`` or ``known``), ``rms_residual`` and ``at_bound`` (fitted parameters
+at a bound of the fit's box). Non-finite
 numbers are written as null (or the string ``"inf"`` for an unreachable multiplier).
 """
 
@@ -18,11 +21,14 @@ from typing import Any
 import numpy as np
 
 from analysis.analyze import Analysis
-from analysis.compare import Comparison, headline
-from analysis.fit import FitResult
+from analysis.compare import Comparison
+from analysis.fit import FitResult, params_at_bound
+from analysis.gap import GapComparison
+from analysis.holdout import HoldoutPrediction
 from analysis.labels import group_label
+from analysis.summary import summary_lines
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _num(value: Any) -> Any:
@@ -64,6 +70,11 @@ def fit_to_dict(fit: FitResult) -> dict[str, Any]:
         "fixed": list(fit.fixed),
         "messages": list(fit.messages),
         "objective": fit.objective,
+        "e_mode": fit.e_mode,
+        "shared_with": fit.extra.get("shared_with", []),
+        "resampled": fit.extra.get("resampled", "runs of this group" if fit.n_bootstrap else None),
+        "rms_residual": fit.rms_residual,
+        "at_bound": params_at_bound(fit),
         "range": {"N": [float(n.min()), float(n.max())] if n.size else None, "D": [float(d.min()), float(d.max())] if d.size else None},
     }
     if fit.form == "isoflop":
@@ -101,16 +112,63 @@ def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     })
 
 
-def summary_lines(analysis: Analysis) -> list[str]:
-    """The plain-language verdicts a reader sees first."""
-    lines = [c.verdict for c in headline(analysis.comparisons)]
-    if not lines:
-        groups = analysis.groups
-        if len(groups) < 2:
-            lines.append(f"One group ({group_label(groups[0]) if groups else 'none'}): nothing to compare; the fits below describe its scaling.")
-        else:
-            lines.append("No two groups could be fitted with the same form: nothing to compare.")
-    return lines
+def gap_to_dict(g: GapComparison) -> dict[str, Any]:
+    """One pairwise gap comparison as a JSON-ready dict (gap = loss(second) − loss(first))."""
+    return _clean({
+        "first": g.first,
+        "second": g.second,
+        "cells": [{"N": c.n_params, "D": c.tokens, "FLOPs": c.train_flops, "first_loss": c.first_loss,
+                   "second_loss": c.second_loss, "gap": c.gap, "ci": c.ci, "n_seeds": c.n_seeds} for c in g.cells],
+        "first_lower": g.first_lower,
+        "second_lower": g.second_lower,
+        "mean_gap": g.mean_gap,
+        "mean_ci": g.mean_ci,
+        "trends": [{"axis": t.axis, "slope_per_decade": t.slope, "ci": t.ci, "n_cells": t.n_cells, "controls": list(t.controls),
+                    "significant": t.significant} for t in g.trends],
+        "faster": g.faster,
+        "text": g.text,
+    })
+
+
+def holdout_to_dict(p: HoldoutPrediction) -> dict[str, Any]:
+    """One held-out cell's prediction as a JSON-ready dict."""
+    return _clean({
+        "group": group_label(p.group),
+        "form": p.form,
+        "slice": p.slice,
+        "N": p.n_params,
+        "D": p.tokens,
+        "n_held_out": p.n_held_out,
+        "n_fitted": p.n_fitted,
+        "predicted": p.predicted,
+        "actual": p.actual,
+        "relative_error": p.relative_error,
+        "interval": p.interval,
+        "inside": p.inside,
+        "e_mode": p.e_mode,
+    })
+
+
+def competence(analysis: Analysis) -> dict[str, Any]:
+    """Per group: the untrained eval loss (each run's first eval, at step 0), the final losses and
+    the smallest drop between them: whether the models learned at all."""
+    runs, hist = analysis.table.finished, analysis.table.histories
+    evals = hist[(hist["metric"] == "eval/loss") & (hist["step"] == 0)] if not hist.empty else hist
+    first = dict(zip(evals["run_id"], evals["value"])) if not evals.empty else {}
+    out = []
+    groups = runs.groupby(list(analysis.by), dropna=False, sort=True) if analysis.by else [((), runs)]
+    for key, rows in groups:
+        values = key if isinstance(key, tuple) else (key,)
+        final = rows["loss"].to_numpy(float)
+        start = np.array([first.get(r, np.nan) for r in rows["run_id"]])
+        drop = start - final
+        out.append({
+            "group": group_label(dict(zip(analysis.by, values))),
+            "untrained_loss": float(np.nanmedian(start)) if np.isfinite(start).any() else None,
+            "final_loss": [float(np.nanmin(final)), float(np.nanmax(final))] if final.size else None,
+            "min_drop": float(np.nanmin(drop)) if np.isfinite(drop).any() else None,
+        })
+    return _clean(out)
 
 
 def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
@@ -126,6 +184,9 @@ def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
         "n_bootstrap": analysis.n_bootstrap,
         "ci_level": analysis.ci_level,
         "seed": analysis.seed,
+        "e_mode": analysis.e_mode,
+        "e_known": analysis.e_known,
+        "verdict": analysis.verdict.to_dict() if analysis.verdict else None,
         "runs": {
             "total": len(runs),
             "finished": int((runs["state"] == "finished").sum()),
@@ -140,6 +201,10 @@ def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
             "summary": summary_lines(analysis),
             "pairs": [comparison_to_dict(c) for c in analysis.comparisons],
         },
+        "gap": [gap_to_dict(g) for g in analysis.gaps],
+        "holdout_mode": analysis.holdout_mode,
+        "holdout": [holdout_to_dict(p) for p in analysis.holdout],
+        "competence": competence(analysis),
         "messages": list(analysis.messages),
     })
 

@@ -16,6 +16,8 @@ from plotly.subplots import make_subplots
 
 from analysis.analyze import Analysis, plain_value
 from analysis.fit import FitResult
+from analysis.gap import GapComparison
+from analysis.holdout import HoldoutPrediction
 from analysis.labels import FORM_TITLES, PARAM_SYMBOLS, format_axis_value, group_label, slice_label
 
 # Okabe & Ito's colour-blind-safe palette (yellow dropped: unreadable on white).
@@ -299,3 +301,76 @@ def isoflop_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | No
     fig.update_xaxes(title_text=AXIS_TITLES["FLOPs"], row=1, col=2)
     fig.update_yaxes(title_text="N*", row=1, col=2)
     return fig
+
+
+def gap_figure(gap: GapComparison, colors: dict[str, str]) -> go.Figure | None:
+    """The paired loss gap per cell against N (or D), one series per D (or N), with seed intervals
+    and the fitted trend: points above 0 favour the first group."""
+    cells = list(gap.cells)
+    if not cells:
+        return None
+    head = gap.headline_trend
+    axis = head.axis if head is not None and head.axis in ("N", "D") else "N"
+    other = "D" if axis == "N" else "N"
+    one, two = group_label(gap.first), group_label(gap.second)
+    fig = go.Figure()
+    x_of = (lambda c: c.n_params) if axis == "N" else (lambda c: c.tokens)
+    key_of = (lambda c: c.tokens) if axis == "N" else (lambda c: c.n_params)
+    levels = sorted({round(math.log(key_of(c)), 2) for c in cells})
+    if len(levels) == len(cells):  # D moves with N (or the reverse): one series, not one per cell
+        key_of = lambda c: 1.0  # noqa: E731
+        levels = [0.0]
+    for rank, level in enumerate(levels):
+        members = sorted((c for c in cells if round(math.log(key_of(c)), 2) == level), key=x_of)
+        shade = PALETTE[rank % len(PALETTE)] if len(levels) > 1 else colors.get(one, PALETTE[0])
+        lows = [c.gap - c.ci[0] if c.ci else 0 for c in members]
+        highs = [c.ci[1] - c.gap if c.ci else 0 for c in members]
+        name = f"{other}={format_axis_value(other, key_of(members[0]))}" if len(levels) > 1 else "cells"
+        fig.add_trace(go.Scatter(
+            x=[x_of(c) for c in members], y=[c.gap for c in members], mode="markers+lines", name=name,
+            line={"color": shade, "width": 1, "dash": "dot"}, marker={"color": shade, "size": 9},
+            error_y={"type": "data", "array": highs, "arrayminus": lows, "visible": any(c.ci for c in members)},
+            hovertemplate=f"{axis} %{{x:.3s}}: gap %{{y:.4f}} nats<extra>{name}</extra>"))
+    if head is not None and head.axis == axis and not head.controls:
+        xs = np.array([x_of(c) for c in cells])
+        gaps = np.array([c.gap for c in cells])
+        line_x = np.geomspace(xs.min(), xs.max(), 20)
+        intercept = gaps.mean() - head.slope * np.log10(xs).mean()
+        fig.add_trace(go.Scatter(x=line_x, y=intercept + head.slope * np.log10(line_x), mode="lines", name="trend",
+                                 line={"color": "#555", "width": 1.5}, hoverinfo="skip"))
+    fig.add_hline(y=0, line={"color": "#888", "width": 1})
+    title = f"Loss gap per cell: loss({two}) − loss({one}); above 0, {one} is lower"
+    return _layout(fig, title, AXIS_TITLES[axis], "loss gap (nats)", log_y=False, height=420)
+
+
+def holdout_figure(predictions: Sequence[HoldoutPrediction], colors: dict[str, str]) -> go.Figure | None:
+    """Each group's refit (without the held-out runs) extrapolated to the held-out cells, with its
+    band; the fitted runs as points and the held-out ones as stars with their prediction intervals."""
+    predictions = [p for p in predictions if p.refit is not None and p.refit.form in ("n", "joint")]
+    if not predictions:
+        return None
+    fig = go.Figure()
+    for p in predictions:
+        refit, label = p.refit, group_label(p.group)
+        color = colors.get(label, PALETTE[0])
+        x = np.geomspace(refit.n_params.min() / 1.2, p.n_params * 1.2, 100)
+        kwargs = {"n_params": x} if refit.form == "n" else {"n_params": x, "tokens": np.full_like(x, p.tokens)}
+        where = "" if refit.form == "n" else f" at D={format_axis_value('D', p.tokens)}"
+        _add_curve(fig, refit, x, refit.predict(**kwargs), refit.band(**kwargs), color, f"{label}: fit without the held-out runs{where}",
+                   label, 1.0, True)
+        on_curve = np.isclose(refit.tokens, p.tokens, rtol=0.05) if refit.form == "joint" else np.ones(refit.n_points, dtype=bool)
+        fig.add_trace(go.Scatter(x=refit.n_params[on_curve], y=refit.loss[on_curve], mode="markers", name=f"{label}: fitted runs",
+                                 legendgroup=label, showlegend=False, marker={"color": color, "size": 8},
+                                 hovertemplate="N %{x:.3s}: loss %{y:.4f}<extra>fitted</extra>"))
+        if p.interval is not None:
+            lo, hi = p.interval
+            fig.add_trace(go.Scatter(
+                x=[p.n_params], y=[p.predicted], mode="markers", name=f"{label}: prediction interval", legendgroup=label,
+                showlegend=False, marker={"color": color, "size": 9, "symbol": "line-ew-open"},
+                error_y={"type": "data", "symmetric": False, "array": [hi - p.predicted], "arrayminus": [p.predicted - lo], "color": color},
+                hovertemplate=f"predicted {p.predicted:.4f} [{lo:.4f}, {hi:.4f}]<extra>{label}</extra>"))
+        fig.add_trace(go.Scatter(
+            x=[p.n_params], y=[p.actual], mode="markers", name=f"{label}: held out, measured ({p.relative_error:+.1%} off)",
+            legendgroup=label, marker={"color": color, "size": 14, "symbol": "star", "line": {"color": "black", "width": 1}},
+            hovertemplate=f"measured %{{y:.4f}}, predicted {p.predicted:.4f}<extra>{label}</extra>"))
+    return _layout(fig, "Hold-out: the largest runs against the law fitted without them", AXIS_TITLES["N"], "final eval loss (nats)")

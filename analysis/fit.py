@@ -1,4 +1,4 @@
-"""Power-law scaling fits: pure model functions, the robust objective, and a typed result.
+"""Power-law scaling fits: pure model functions, the one-group fitter, and a typed result.
 
 Method (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models", approach 3,
 and its replication by Besiroglu et al. 2024, "Chinchilla Scaling: A replication attempt"):
@@ -7,9 +7,10 @@ the model is written in log space with the log-sum-exp parameterization
     log L̂ = LSE(a − α·log N, b − β·log D, e),   E = exp(e), A = exp(a), B = exp(b)
 
 and fitted by minimizing the Huber loss (δ = 1e-3) of log L̂ − log L over the runs with
-L-BFGS-B, started from a grid of points; the best optimum is kept, then polished by a damped
-Gauss–Newton step (:mod:`analysis.batched`), which only ever lowers the objective. The
-gradient is analytic.
+L-BFGS-B (:mod:`analysis.objective`), started from a grid of points; the best optimum is kept,
+then polished by a damped Gauss–Newton step (:mod:`analysis.batched`), which only ever lowers
+the objective. The gradient is analytic. Several groups fitted with one shared E are
+:mod:`analysis.shared`'s.
 
 Forms:
 
@@ -22,17 +23,29 @@ N is the number of parameters (``n_params``), D the number of training tokens (`
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 
 from analysis.batched import batched_refit
+from analysis.errors import warning
+from analysis.objective import (
+    BOUND_EXPONENT,
+    BOUND_LOGCOEF,
+    FORM_TERMS,
+    HUBER_DELTA,
+    Layout,
+    RawFit,
+    grid_values,
+    huber_lse_objective,
+    minimize_from,
+    single_threaded_blas,
+    start_grid,
+    theta_to_params,
+)
+from analysis.slices import locked_together
 
-HUBER_DELTA = 1e-3
 POWER_FORMS = ("n", "d", "joint")
 ALL_FORMS = ("n", "d", "joint", "isoflop")
 
@@ -46,17 +59,6 @@ FORM_PARAMS: dict[str, tuple[str, ...]] = {
 }
 # Which axis each exponent belongs to.
 EXPONENT_AXIS = {"alpha": "N", "beta": "D", "a": "FLOPs", "b": "FLOPs"}
-
-# Starting grid of Hoffmann et al. (2022), appendix D.2: e, a, b and the exponents.
-_GRID_EXPONENT = (0.0, 0.5, 1.0, 1.5, 2.0)
-_GRID_E = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5)
-_GRID_COEF = (0.0, 5.0, 10.0, 15.0, 20.0, 25.0)
-# Box for L-BFGS-B: exponents stay non-negative (a negative one is growth, not descent) and
-# below a value no language-model scaling law comes near; log-coefficients are kept finite.
-_BOUND_EXPONENT = (0.0, 5.0)
-_BOUND_LOGCOEF = (-30.0, 100.0)
-_LBFGS_OPTIONS = {"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-10, "maxls": 50}
-
 
 # ----------------------------------------------------------------------------------------
 # Model functions
@@ -113,6 +115,10 @@ class FitResult:
     bootstrap ran (``n_bootstrap > 0``), and ``samples`` holds the bootstrap draws.
     ``residuals`` are log(observed loss) − log(fitted loss), one per point. ``ok`` is False
     when nothing could be fitted; ``messages`` explain any dropped point, fallback or doubt.
+    ``e_mode`` says where E comes from: ``"per-group"`` (fitted for this group alone, or held
+    at 0 in a partial fit), ``"shared"`` (one E fitted jointly with the groups named in
+    ``extra["shared_with"]``: :mod:`analysis.shared`) or ``"known"`` (held at the data's
+    entropy rate).
     """
 
     form: str
@@ -135,6 +141,13 @@ class FitResult:
     n_bootstrap: int = 0
     samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
+    e_mode: str = "per-group"
+
+    @property
+    def rms_residual(self) -> float:
+        """Root mean square of the log residuals: the typical relative error of the fit."""
+        r = self.residuals[np.isfinite(self.residuals)] if self.residuals.size else self.residuals
+        return float(np.sqrt(np.mean(r * r))) if r.size else float("nan")
 
     @property
     def fitted_names(self) -> tuple[str, ...]:
@@ -173,176 +186,62 @@ class FitResult:
         return lo, hi
 
 
+def layout_of(fit: FitResult) -> Layout:
+    """The one-group layout ``fit`` was made with: E fitted, or held at its value (0 or known)."""
+    if "E" not in fit.fixed:
+        return Layout.single(fit.n_points)
+    e = fit.params.get("E", 0.0)
+    return Layout(np.zeros(fit.n_points, dtype=int), 1, float(np.log(e)) if e > 0 else -np.inf)
+
+
 # ----------------------------------------------------------------------------------------
-# Objective
+# Optimization
 
 
-def single_threaded_blas() -> contextlib.AbstractContextManager:
-    """Limit BLAS to one thread while fitting.
-
-    L-BFGS-B calls BLAS on tiny matrices thousands of times; a multi-threaded BLAS then spends
-    far longer waking threads than computing, and stalls badly on a busy machine (measured:
-    3 ms vs up to 300 ms per fit on 2 loaded cores).
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it fits are the same, only slower on a busy machine
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
-def huber_lse_objective(
-    theta: np.ndarray,
+def best_of(
+    starts: np.ndarray,
     log_x: np.ndarray,
     log_loss: np.ndarray,
     weights: np.ndarray,
-    with_e: bool,
-    delta: float = HUBER_DELTA,
-) -> tuple[float, np.ndarray]:
-    """Weighted mean Huber loss of log-space residuals, divided by δ, and its gradient.
-
-    ``theta`` is ``[e, a_1, α_1, …, a_k, α_k]`` (without ``e`` when ``with_e`` is False);
-    ``log_x`` is (n, k): the log of each power-law variable; the model is
-    ``log L̂ = LSE(e, a_1 − α_1·log x_1, …)``. Dividing by δ rescales the objective to the size
-    of a residual, so L-BFGS-B's tolerances mean the same thing for any δ; the minimizer is
-    unchanged. ``weights`` are bootstrap multiplicities (ones for a plain fit).
-    """
-    offset = 1 if with_e else 0
-    coef = theta[offset::2]
-    expo = theta[offset + 1 :: 2]
-    power_terms = coef - log_x * expo  # (n, k)
-    if with_e:
-        terms = np.empty((log_x.shape[0], log_x.shape[1] + 1))
-        terms[:, 0] = theta[0]
-        terms[:, 1:] = power_terms
-    else:
-        terms = power_terms
-    top = terms.max(axis=1, keepdims=True)
-    expd = np.exp(terms - top)
-    total = expd.sum(axis=1)
-    resid = top[:, 0] + np.log(total) - log_loss
-    abs_r = np.abs(resid)
-    loss = np.where(abs_r <= delta, 0.5 * resid * resid / delta, abs_r - 0.5 * delta)
-    w_sum = weights.sum()
-    value = float((weights * loss).sum()) / w_sum
-    dr = np.clip(resid / delta, -1.0, 1.0) * weights / w_sum  # d value / d resid_i
-    soft = expd / total[:, None]  # d resid_i / d term_j
-    # Column sums of elementwise products rather than ``dr @ soft``: a BLAS call on arrays
-    # this small costs more in thread wake-ups than it computes, and stalls on a busy machine.
-    weighted = soft * dr[:, None]
-    d_terms = weighted.sum(axis=0)
-    grad = np.empty_like(theta)
-    if with_e:
-        grad[0] = d_terms[0]
-    grad[offset::2] = d_terms[offset:]
-    grad[offset + 1 :: 2] = -(weighted[:, offset:] * log_x).sum(axis=0)
-    return value, grad
-
-
-def _bounds(k: int, with_e: bool) -> list[tuple[float, float]]:
-    return ([_BOUND_LOGCOEF] if with_e else []) + [_BOUND_LOGCOEF, _BOUND_EXPONENT] * k
-
-
-def start_grid(log_x: np.ndarray, log_loss: np.ndarray, with_e: bool) -> np.ndarray:
-    """Starting points: Hoffmann et al.'s grid, plus starts scaled to the data.
-
-    The published grid assumes losses of order 1–5 nats and N, D of order 1e7–1e12; the extra
-    points put E just below the smallest loss and each power term at the size of the loss
-    range at the middle of the data, so grids of tiny models on a CPU start near the optimum too.
-    """
-    k = log_x.shape[1]
-    min_loss = float(np.exp(log_loss.min()))
-    spread = max(float(np.exp(log_loss.max()) - min_loss), 1e-3 * min_loss)
-    e_values = sorted(set(_GRID_E) | {float(np.log(min_loss * f)) for f in (0.5, 0.8, 0.95)}) if with_e else [None]
-    exponents = _GRID_EXPONENT
-    points = []
-    for e in e_values:
-        per_term = []
-        for j in range(k):
-            mid = float(np.mean(log_x[:, j]))
-            options = [(c, x) for c in _GRID_COEF for x in exponents]
-            options += [(np.log(spread) + x * mid, x) for x in exponents if x > 0]
-            per_term.append(options)
-        for combo in itertools.product(*per_term):
-            flat = [v for pair in combo for v in pair]
-            points.append(([e] if with_e else []) + flat)
-    grid = np.asarray(points, dtype=float)
-    lows, highs = np.asarray(_bounds(k, with_e)).T
-    return np.clip(grid, lows, highs)
-
-
-def _grid_values(grid: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, with_e: bool, delta: float) -> np.ndarray:
-    """The objective at every starting point (no gradient), in chunks: used to rank the grid."""
-    offset = 1 if with_e else 0
-    k = log_x.shape[1]
-    out = np.empty(len(grid))
-    chunk = 512  # keeps the (chunk, n) temporaries in cache
-    for lo in range(0, len(grid), chunk):
-        g = grid[lo : lo + chunk]
-        lse = None
-        for j in range(k):
-            term = g[:, offset + 2 * j, None] - g[:, offset + 2 * j + 1, None] * log_x[None, :, j]
-            lse = term if lse is None else np.logaddexp(lse, term)
-        if with_e:
-            lse = np.logaddexp(lse, g[:, 0, None])
-        abs_r = np.abs(lse - log_loss[None, :])
-        out[lo : lo + chunk] = np.where(abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta).mean(axis=1)
-    return out
-
-
-@dataclass(frozen=True)
-class RawFit:
-    """An optimum in the optimizer's coordinates: ``theta`` (log-coefficients, exponents)."""
-
-    theta: np.ndarray
-    value: float
-    converged: bool
-
-
-def minimize_from(
-    start: np.ndarray,
-    log_x: np.ndarray,
-    log_loss: np.ndarray,
-    weights: np.ndarray,
-    with_e: bool,
+    layout: Layout,
     delta: float = HUBER_DELTA,
 ) -> RawFit:
-    """One L-BFGS-B run from ``start``, with the analytic gradient."""
-    res = minimize(
-        huber_lse_objective,
-        np.asarray(start, dtype=float),
-        args=(log_x, log_loss, weights, with_e, delta),
-        jac=True,
-        method="L-BFGS-B",
-        bounds=_bounds(log_x.shape[1], with_e),
-        options=_LBFGS_OPTIONS,
-    )
-    theta = np.asarray(res.x, dtype=float)
-    value = float(res.fun)
-    # A line-search stop at the noise floor of the objective is a converged optimum here;
-    # only running out of iterations or leaving finite values is a failure.
-    converged = bool(np.all(np.isfinite(theta)) and np.isfinite(value) and res.nit < _LBFGS_OPTIONS["maxiter"])
-    return RawFit(theta=theta, value=value, converged=converged)
+    """L-BFGS-B from every start, then a Gauss–Newton polish of the best optimum."""
+    best: RawFit | None = None
+    for start in starts:
+        fit = minimize_from(start, log_x, log_loss, weights, layout, delta)
+        if np.isfinite(fit.value) and (best is None or fit.value < best.value):
+            best = fit
+    if best is None:
+        raise ValueError("no start gave a finite objective")
+    # L-BFGS-B can stop early along the shallow E–A–α ridge; a damped Gauss–Newton polish
+    # from its optimum only ever lowers the objective further.
+    theta, converged = batched_refit(best.theta, log_x, log_loss, weights[None, :], layout, delta=delta)
+    value = huber_lse_objective(theta[0], log_x, log_loss, weights, layout, delta)[0]
+    if converged[0] and value <= best.value:
+        best = RawFit(theta=theta[0], value=value, converged=True)
+    return best
 
 
 def multistart(
     log_x: np.ndarray,
     log_loss: np.ndarray,
-    with_e: bool,
+    layout: Layout,
     weights: np.ndarray | None = None,
     n_starts: int = 16,
     exhaustive: bool = False,
     delta: float = HUBER_DELTA,
 ) -> RawFit:
-    """L-BFGS-B from the best ``n_starts`` points of :func:`start_grid`; the best optimum wins.
+    """A one-group fit (``layout.n_groups == 1``): L-BFGS-B from the best ``n_starts`` points
+    of :func:`start_grid`.
 
     The whole grid is scored in one vectorized pass and only the most promising starts are
     optimized; ``exhaustive=True`` optimizes from every grid point, as in the published protocol.
     """
     w = np.ones(len(log_loss)) if weights is None else np.asarray(weights, dtype=float)
-    grid = start_grid(log_x, log_loss, with_e)
+    grid = start_grid(log_x, log_loss, layout.with_e)
     if not exhaustive and len(grid) > n_starts:
-        scores = _grid_values(grid, log_x, log_loss, with_e, delta)
+        scores = grid_values(grid, log_x, log_loss, layout, delta)
         order = np.argsort(scores, kind="stable")
         _, first = np.unique(np.round(scores[order], 12), return_index=True)
         # Prefer starts with distinct scores (many grid points are equivalent when an exponent is 0).
@@ -350,45 +249,12 @@ def multistart(
         if len(picked) < n_starts:
             picked = np.concatenate([picked, order[~np.isin(order, picked)][: n_starts - len(picked)]])
         grid = grid[picked]
-    best: RawFit | None = None
     with single_threaded_blas():
-        for start in grid:
-            fit = minimize_from(start, log_x, log_loss, w, with_e, delta)
-            if np.isfinite(fit.value) and (best is None or fit.value < best.value):
-                best = fit
-        assert best is not None  # the grid is never empty and the objective is finite on it
-        # L-BFGS-B can stop early along the shallow E–A–α ridge; a damped Gauss–Newton polish
-        # from its optimum only ever lowers the objective further.
-        theta, converged = batched_refit(best.theta, log_x, log_loss, w[None, :], with_e, _bounds(log_x.shape[1], with_e), delta)
-        value = huber_lse_objective(theta[0], log_x, log_loss, w, with_e, delta)[0]
-        if converged[0] and value <= best.value:
-            best = RawFit(theta=theta[0], value=value, converged=True)
-    return best
+        return best_of(grid, log_x, log_loss, w, layout, delta)
 
 
 # ----------------------------------------------------------------------------------------
 # Public fitter
-
-
-def theta_to_params(theta: np.ndarray, form: str, with_e: bool) -> dict[str, float]:
-    """Natural parameters (E, A, alpha, B, beta) from the optimizer's vector."""
-    params = {p: float("nan") for p in FORM_PARAMS[form]}
-    params["E"] = float(np.exp(theta[0])) if with_e else 0.0
-    offset = 1 if with_e else 0
-    names = {"n": [("A", "alpha")], "d": [("B", "beta")], "joint": [("A", "alpha"), ("B", "beta")]}[form]
-    for j, (coef, expo) in enumerate(names):
-        params[coef] = float(np.exp(theta[offset + 2 * j]))
-        params[expo] = float(theta[offset + 2 * j + 1])
-    return params
-
-
-def params_to_theta(params: Mapping[str, float], form: str, with_e: bool) -> np.ndarray:
-    """The optimizer's vector from natural parameters (inverse of :func:`theta_to_params`)."""
-    names = {"n": [("A", "alpha")], "d": [("B", "beta")], "joint": [("A", "alpha"), ("B", "beta")]}[form]
-    theta = [float(np.log(params["E"]))] if with_e else []
-    for coef, expo in names:
-        theta += [float(np.log(params[coef])), float(params[expo])]
-    return np.asarray(theta)
 
 
 def design(form: str, n_params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -413,6 +279,15 @@ _AXIS_NAME = {"n": "N", "d": "D"}
 _SYMBOL = {"alpha": "α", "beta": "β", "E": "E", "A": "A", "B": "B"}
 
 
+_DROPPED = "dropped "
+
+
+def is_data_message(message: str) -> bool:
+    """True for a message about the data themselves (a dropped point), which holds for any fit
+    of the same points; False for one about a particular optimum."""
+    return message.startswith(_DROPPED)
+
+
 def clean_points(
     n_params: np.ndarray, tokens: np.ndarray, loss: np.ndarray, run_ids: Sequence[str], form: str
 ) -> tuple[np.ndarray, list[str]]:
@@ -425,7 +300,7 @@ def clean_points(
         if bad.any():
             ids = ", ".join(str(run_ids[i]) for i in np.flatnonzero(bad)[:5])
             more = "" if bad.sum() <= 5 else f" and {bad.sum() - 5} more"
-            messages.append(f"dropped {int(bad.sum())} point(s) with NaN or non-positive {name}: {ids}{more}")
+            messages.append(f"{_DROPPED}{int(bad.sum())} point(s) with NaN or non-positive {name}: {ids}{more}")
             keep &= ~bad
     return keep, messages
 
@@ -522,12 +397,13 @@ def fit_power_law(
 
     log_x = design(form, n_arr, d_arr)
     log_loss = np.log(loss_arr)
-    raw = multistart(log_x, log_loss, with_e, n_starts=n_starts, exhaustive=exhaustive, delta=delta)
-    params = theta_to_params(raw.theta, form, with_e)
+    layout = Layout.single(len(loss_arr), with_e)
+    raw = multistart(log_x, log_loss, layout, n_starts=n_starts, exhaustive=exhaustive, delta=delta)
+    params = {**nan_params, **theta_to_params(raw.theta, form, layout)[0]}
     log_fit = np.log(predict(form, params, n_arr, d_arr))
-    messages += _bound_messages(raw.theta, form, with_e)
+    messages += bound_messages(params, form, e_fitted=with_e)
     if not raw.converged:
-        messages.append("the optimizer did not converge; treat the parameters as approximate")
+        messages.append(warning("the optimizer did not converge; treat the parameters as approximate"))
     return FitResult(
         params=params,
         ok=True,
@@ -555,23 +431,39 @@ def _joint_fallback(n_arr: np.ndarray, d_arr: np.ndarray) -> tuple[str | None, s
         return None, f"only 2 distinct {axis}: E, the {axis} coefficient and exponent of L(N, D) cannot be separated; see the one-variable fits"
     if len(n_arr) < 5:
         return None, f"{len(n_arr)} points for 5 parameters: cannot fit L(N, D)"
-    centered = np.column_stack([np.log(n_arr), np.log(d_arr)])
-    centered = centered - centered.mean(axis=0)
-    sv = np.linalg.svd(centered, compute_uv=False)
-    if sv[-1] <= 1e-6 * sv[0]:
+    if locked_together(np.log(n_arr), np.log(d_arr)):
         return "n", "log D is a linear function of log N in these runs: N and D effects cannot be separated; fitted L(N) along the grid's D schedule instead (partial result)"
     return None
 
 
-def _bound_messages(theta: np.ndarray, form: str, with_e: bool) -> list[str]:
-    offset = 1 if with_e else 0
-    names = {"n": ["alpha"], "d": ["beta"], "joint": ["alpha", "beta"]}[form]
+def params_at_bound(fit: FitResult) -> list[str]:
+    """The fitted parameters of ``fit`` at a bound of the box: an exponent at 0 or its upper
+    bound, or E, A or B at the lower end of their log range (indistinguishable from 0)."""
+    if fit.form not in FORM_TERMS:
+        return []
+    out = []
+    floor = float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6)
+    for name in fit.fitted_names:
+        value = fit.params[name]
+        if name in ("alpha", "beta") and not BOUND_EXPONENT[0] + 1e-9 < value < BOUND_EXPONENT[1] - 1e-9:
+            out.append(name)
+        elif name in ("E", "A", "B") and value <= floor:
+            out.append(name)
+    return out
+
+
+def bound_messages(params: Mapping[str, float], form: str, e_fitted: bool = True) -> list[str]:
+    """A message for every exponent of ``params`` at a bound of the fit's box, and for a fitted
+    E at the bottom of its range."""
     axes = {"alpha": "N", "beta": "D"}
     out = []
-    for j, name in enumerate(names):
-        value = theta[offset + 2 * j + 1]
-        if value <= _BOUND_EXPONENT[0] + 1e-9:
-            out.append(f"{_SYMBOL[name]} is at 0: the loss does not descend with {axes[name]} in these runs")
-        elif value >= _BOUND_EXPONENT[1] - 1e-9:
-            out.append(f"{_SYMBOL[name]} hit its upper bound {_BOUND_EXPONENT[1]}: the fit is not credible")
+    if e_fitted and params.get("E", 1.0) <= float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6):
+        out.append(warning("E is at its lower bound (indistinguishable from 0): these runs do not show the curve bending "
+                   "toward a floor, so E and the exponents trade off; read them with care"))
+    for _, name in FORM_TERMS[form]:
+        value = params[name]
+        if value <= BOUND_EXPONENT[0] + 1e-9:
+            out.append(warning(f"{_SYMBOL[name]} is at 0: the loss does not descend with {axes[name]} in these runs"))
+        elif value >= BOUND_EXPONENT[1] - 1e-9:
+            out.append(warning(f"{_SYMBOL[name]} hit its upper bound {BOUND_EXPONENT[1]}: the fit is not credible"))
     return out

@@ -25,6 +25,9 @@ HISTORY_METRICS = ("train/loss", "eval/loss", "tokens")
 # Namespaces whose every metric is loaded with its history: diagnostics over training, token-level
 # losses and the reasoning probe (trainers.probes).
 HISTORY_PREFIXES = ("diag/", "tokens/", "probe/")
+# The entropy rate of a run's data in nats per token, where its source knows it (the generated
+# corpora do): the known floor of the loss, for ``--e known``.
+ENTROPY_COLUMN = "entropy_per_token"
 # Param keys that identify the grouping by default, in order of preference.
 GAMMA_KEYS = ("init.gamma", "gamma")
 # MLflow run status → gammaray state, for runs that lack the gammaray.state tag.
@@ -72,7 +75,8 @@ def load_csv(path: str | Path) -> RunTable:
     """Runs from a CSV file with columns ``N``, ``D``, ``loss`` plus any grouping columns.
 
     Optional columns: ``FLOPs`` (else 6·N·D), ``state`` (else every row is finished),
-    ``reason``, ``run_id`` (else ``row<line number>``), ``N_non_embedding``. The default
+    ``reason``, ``run_id`` (else ``row<line number>``), ``N_non_embedding``, ``seed`` (runs
+    that differ only in it are replicates) and ``entropy_per_token`` (the data's known E). The default
     grouping is a column named ``gamma`` when present, else none.
     """
     path = Path(path)
@@ -89,7 +93,7 @@ def load_csv(path: str | Path) -> RunTable:
             found = ", ".join(frame.columns[:12]) or "none"
             raise AnalysisError(f"{path}: missing column '{column}' (columns found: {found})")
     messages: list[str] = []
-    for column in ("N", "D", "loss", "FLOPs", "N_non_embedding"):
+    for column in ("N", "D", "loss", "FLOPs", "N_non_embedding", ENTROPY_COLUMN):
         if column in frame.columns:
             frame[column] = pd.to_numeric(frame[column], errors="coerce")
     if "FLOPs" not in frame.columns:
@@ -124,8 +128,8 @@ def load_grid(name: str, tracking_uri: str | None = None) -> RunTable:
 
     Layout: one experiment named after the grid; one MLflow run per grid point, tagged
     ``gammaray.grid``, ``gammaray.run_id``, ``gammaray.state`` and ``gammaray.reason``; params
-    are the flattened config plus ``N``, ``N_non_embedding``, ``D``, ``FLOPs``; metric
-    histories ``train/loss``, ``eval/loss`` (the final eval loss is the last one), ``tokens``.
+    are the flattened config plus ``N``, ``N_non_embedding``, ``D``, ``FLOPs`` and, where the
+    data source knows it, ``entropy_per_token``; metric histories ``train/loss``, ``eval/loss`` (the final eval loss is the last one), ``tokens``.
     Other metrics are ignored. Raises :class:`AnalysisError` for a missing store or grid.
     """
     uri = tracking_uri or default_tracking_uri()
@@ -206,8 +210,9 @@ def runs_from_records(
         messages.append(f"{int(duplicated.sum())} duplicate record(s) of the same grid point: kept the finished (else latest) one")
         frame = frame[~duplicated]
     frame = frame.drop(columns=["_finished", "_start_time"]).sort_values("run_id", kind="stable")
-    for column in ("N", "N_non_embedding", "D", "FLOPs", "loss"):
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    for column in ("N", "N_non_embedding", "D", "FLOPs", "loss", ENTROPY_COLUMN):
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     missing_flops = frame["FLOPs"].isna() & frame["N"].notna() & frame["D"].notna()
     if missing_flops.any():
         frame.loc[missing_flops, "FLOPs"] = FLOPS_PER_PARAM_TOKEN * frame["N"] * frame["D"]

@@ -193,6 +193,10 @@ def _gain_sentence(gain: Gain) -> str:
 
 # ---- reasoning probe ----------------------------------------------------------------------------
 
+# Below this trained-pair accuracy (in every group) the task was not learned, and what a model
+# answers on the held-out pair is noise, not a choice between composing and memorizing.
+MIN_SEEN_ACCURACY = 0.5
+
 
 def reasoning(analysis: Analysis, colors: dict[str, str]) -> Section | Absent:
     title = "Reasoning probe"
@@ -204,6 +208,12 @@ def reasoning(analysis: Analysis, colors: dict[str, str]) -> Section | Absent:
     finished = runs[runs["state"] == "finished"]
     values = final_values(hist, present).reindex(finished["run_id"])
     groups, order, numeric = run_groups(finished, by)
+    if "probe/seen_accuracy" in values:
+        learned = values["probe/seen_accuracy"].groupby(groups).mean().max()
+        if not learned >= MIN_SEEN_ACCURACY:
+            return Absent(title, f"the models did not learn the composite task (trained-pair accuracy at most {learned:.2f} "
+                                 f"in every group, below {MIN_SEEN_ACCURACY:.0%}): their held-out answers say nothing about "
+                                 "reasoning against memorizing")
     rng = np.random.default_rng(analysis.seed)
     rows = []
     for label in order:
@@ -246,14 +256,18 @@ def probe_figure(values: pd.DataFrame, groups: pd.Series, order: Sequence[str], 
 
 # ---- critical γ ---------------------------------------------------------------------------------
 
+# A best γ between two values is only the better of the two: a sweep needs three.
+MIN_GAMMAS_FOR_CRITICAL = 3
+
 
 def critical(analysis: Analysis) -> Section | Absent:
     title = "Critical γ"
     hist, runs, by = analysis.table.histories, analysis.table.runs, analysis.by
     if not any(key in by for key in GAMMA_KEYS):
         return Absent(title, "the runs are not grouped by γ (init.gamma)")
-    if runs[list(by)].drop_duplicates().shape[0] < 2:
-        return Absent(title, "the grid holds a single γ")
+    n_gamma = runs[list(by)].drop_duplicates().shape[0]
+    if n_gamma < MIN_GAMMAS_FOR_CRITICAL:
+        return Absent(title, f"a critical γ needs a sweep of at least {MIN_GAMMAS_FOR_CRITICAL} γ values; the grid holds {n_gamma}")
     if hist.empty or not (hist["metric"] == "train/loss").any():
         return Absent(title, "no train/loss histories to judge stability by")
     result = critical_gamma(runs, hist, by, analysis.n_bootstrap, seed=analysis.seed, level=analysis.ci_level)

@@ -22,8 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures, mechanism_report
 from analysis.analyze import Analysis, plain_value
-from analysis.compare import headline
-from analysis.export import summary_lines
+from analysis.summary import headline_predictions, holdout_line, summary_lines
 from analysis.fit import FORM_PARAMS, HUBER_DELTA
 from analysis.labels import (
     FORM_TITLES,
@@ -115,30 +114,57 @@ def _summary(analysis: Analysis) -> str:
     other_text = "".join(f", {v} {k}" for k, v in other.items())
     groups = analysis.groups
     by_text = ", ".join(analysis.by) if analysis.by else "no grouping"
+    e_text = {"shared": "E shared by the groups of each fit", "known": "E held at the data's entropy rate",
+              "per-group": "E fitted per group"}[analysis.e_mode]
     facts = (f"{len(runs)} runs ({n_fin} finished{other_text}) in {len(groups)} group(s) by {by_text}; "
-             f"forms fitted: {', '.join(FORM_TITLES[f].split(':')[0] for f in analysis.forms) or 'none'}.")
+             f"forms fitted: {', '.join(FORM_TITLES[f].split(':')[0] for f in analysis.forms) or 'none'}; {e_text}.")
     lines = summary_lines(analysis)
-    lead = headline(analysis.comparisons)
-    paragraphs = []
-    for i, line in enumerate(lines):
-        significant = i < len(lead) and lead[i].excludes_zero
-        paragraphs.append(f'<p class="{"sig" if significant else ""}">{_e(line)}</p>')
-    overall = _overall(analysis)
-    if overall:
-        paragraphs.insert(0, f'<p class="sig">{_e(overall)}</p>')
+    significant = analysis.verdict is not None and analysis.verdict.significant
+    paragraphs = [f'<p class="{"sig" if i == 0 and significant else ""}">{_e(line)}</p>' for i, line in enumerate(lines)]
     return f'<div class="verdict">{"".join(paragraphs)}</div><p class="lead">{_e(facts)}</p>'
 
 
-def _overall(analysis: Analysis) -> str | None:
-    """One sentence when every significant headline verdict names the same faster group."""
-    lead = [c for c in headline(analysis.comparisons) if c.form != "isoflop"]
-    winners = [group_label(c.faster) for c in lead if c.faster is not None]
-    if not lead or not winners:
-        return None
-    if len(set(winners)) == 1 and len(winners) == len(lead):
-        axes = sorted({c.axis for c in lead})
-        return f"Verdict: {winners[0]} descends faster in {' and '.join(axes)}, with {analysis.ci_level:.0%} confidence intervals that exclude no difference."
-    return None
+def _gap_section(analysis: Analysis, colors: dict[str, str]) -> str:
+    if not analysis.gaps:
+        return _empty("No two groups ran the same (N, D) cells: nothing to compare cell by cell.")
+    body = []
+    for i, gap in enumerate(analysis.gaps):
+        one, two = group_label(gap.first), group_label(gap.second)
+        body.append(f"<p>{_e(gap.text)}</p>")
+        if i < 3:  # beyond three pairs the figures repeat what the table says
+            body.append(_figure_html(figures.gap_figure(gap, colors), f"fig-gap-{i}"))
+        rows = [([_e(format_axis_value("N", c.n_params)), _e(format_axis_value("D", c.tokens)), _e(f"{c.first_loss:.4f}"),
+                  _e(f"{c.second_loss:.4f}"), _e(f"{c.gap:+.4f}") + (f"<br><small>{_e(format_ci(c.ci))}</small>" if c.ci else ""),
+                  str(c.n_seeds)], "") for c in gap.cells]
+        trends = "".join(f"<li>trend with {_e(TREND_NOUNS[t.axis])}: {_e(format_number(t.slope))} nats per decade "
+                         f"{_e(format_ci(t.ci)) or '(no interval)'}{' at fixed ' + _e(', '.join(t.controls)) if t.controls else ''}</li>"
+                         for t in gap.trends)
+        body.append(f'<details><summary>{len(gap.cells)} cells of {_e(one)} vs {_e(two)}; trends</summary>'
+                    + _table(["N", "D", f"loss {_e(one)}", f"loss {_e(two)}", "gap", "seeds"], rows)
+                    + (f'<ul class="notes">{trends}</ul>' if trends else "") + "</details>")
+    return "".join(body)
+
+
+def _holdout_section(analysis: Analysis, colors: dict[str, str]) -> str:
+    if analysis.holdout_mode == "none":
+        return _empty("No hold-out check: it needs at least four distinct N per group (or --holdout largest-d|largest-c).")
+    line = holdout_line(analysis)
+    body = f"<p>{_e(line)}</p>" if line else ""
+    if not analysis.holdout:
+        return body
+    body += _figure_html(figures.holdout_figure(headline_predictions(analysis), colors), "fig-holdout")
+    rows = []
+    for p in analysis.holdout:
+        inside = "" if p.inside is None else ("yes" if p.inside else "no")
+        rows.append(([_swatch(group_label(p.group), colors), _e(p.form), _e(slice_label(p.slice) or "all"),
+                      _e(format_axis_value("N", p.n_params)), _e(format_axis_value("D", p.tokens)), str(p.n_fitted),
+                      _e(f"{p.predicted:.4f}"), _e(f"{p.actual:.4f}"), _e(f"{p.relative_error:+.2%}"),
+                      _e(format_ci(p.interval, 4)), _e(inside)], "" if p.inside is not False else "failed"))
+    header = ["group", "form", "slice", "N", "D", "runs fitted", "predicted", "measured", "error", f"{analysis.ci_level:.0%} interval", "inside"]
+    return body + _table(header, rows, left=(0, 1, 2))
+
+
+TREND_NOUNS = {"N": "N", "D": "D", "FLOPs": "compute"}
 
 
 def _fit_table(analysis: Analysis, colors: dict[str, str]) -> str:
@@ -149,7 +175,8 @@ def _fit_table(analysis: Analysis, colors: dict[str, str]) -> str:
     header = ["group", "form", "slice", "n"] + [PARAM_SYMBOLS[p] for p in names] + ["status"]
     rows = []
     for f in analysis.fits:
-        cells = [_swatch(group_label(f.group), colors), _e(f.form), _e(slice_label(f.slice) or "all"), str(f.n_points)]
+        form = f.form + ("" if f.e_mode == "per-group" or f.form == "isoflop" else f" (E {f.e_mode})")
+        cells = [_swatch(group_label(f.group), colors), _e(form), _e(slice_label(f.slice) or "all"), str(f.n_points)]
         for p in names:
             value = f.params.get(p, math.nan)
             if value is None or not math.isfinite(value):
@@ -222,18 +249,30 @@ def _notes(analysis: Analysis) -> str:
 
 
 def _method(analysis: Analysis) -> str:
-    boot = (f"Uncertainty: {analysis.n_bootstrap} bootstrap resamples of runs per fit (each group resampled independently), "
-            f"{analysis.ci_level:.0%} percentile intervals; the interval of a difference of exponents is taken over paired draws."
+    e_text = {
+        "shared": "The groups of each comparison (one form, one slice) are fitted jointly with one E and their own "
+                  "coefficients and exponents: settings that share their data share the irreducible loss, and a per-group E "
+                  "would trade off against the exponent.",
+        "known": "E is held at the data's entropy rate (the loss of a model that knows every table), recorded by each run; "
+                 "each group's coefficients and exponents are fitted.",
+        "per-group": "Each group is fitted on its own, E included.",
+    }[analysis.e_mode]
+    boot = (f"Uncertainty: {analysis.n_bootstrap} bootstrap resamples; a joint fit resamples the runs of all its groups "
+            "together (whole cells, or seeds within each cell when every cell has several), so draws of different groups are "
+            f"paired; a fit alone resamples its own runs. {analysis.ci_level:.0%} percentile intervals."
             if analysis.n_bootstrap else "No bootstrap was run: no confidence intervals and no verdicts.")
     return (
         "<p>Each group's runs are fitted with the parametric forms "
-        "L(N) = E + A·N<sup>−α</sup> (at fixed D), L(D) = E + B·D<sup>−β</sup> (at fixed N) and "
+        "L(N) = E + A·N<sup>−α</sup> (at fixed D, or along the grid's D schedule), L(D) = E + B·D<sup>−β</sup> (at fixed N) and "
         "L(N, D) = E + A·N<sup>−α</sup> + B·D<sup>−β</sup>, N being the number of parameters and D the number of training tokens. "
-        f"Following Hoffmann et al. (2022) and the replication of Besiroglu et al. (2024), each fit minimizes the Huber loss "
+        f"{_e(e_text)} Following Hoffmann et al. (2022) and the replication of Besiroglu et al. (2024), each fit minimizes the Huber loss "
         f"(δ = {HUBER_DELTA:g}) of log-space residuals, with the prediction written as a log-sum-exp of log-parameterized terms, "
         "by L-BFGS-B with analytic gradients from a grid of starting points; the best optimum is kept. "
         "IsoFLOP fits (approach 2) take the minimum of a parabola in log N per compute budget and regress log N* on log C. "
-        f"{boot} A setting <em>descends faster</em> when its exponent is larger and the interval of the difference excludes 0. "
+        f"{boot} A setting <em>descends faster</em> when its exponent is larger and the interval of the difference excludes 0, "
+        "or, failing that, when the paired loss gap moves toward it as scale grows (a least-squares slope over the cells with a "
+        "t-interval). The hold-out check refits each law without its largest runs and predicts them; its interval combines the "
+        "refit's bootstrap with the scatter of its residuals. "
         "The effective-compute multiplier is how many times more parameters (tokens, compute) the slower setting needs to reach the "
         "faster setting's fitted loss at the largest scale the faster setting measured.</p>"
     )
@@ -271,6 +310,11 @@ def render_report(analysis: Analysis) -> str:
     fig_d = figures.loss_figure(analysis, "D", colors)
     sections.append(_section("loss-d", "Loss vs training tokens", _figure_html(fig_d, "fig-loss-d") or _empty("No finished run with a usable D and loss."),
                              "Points are runs; lines are fits of L(D) per group (darker: larger models); bands are bootstrap intervals (largest N only when there are several slices)."))
+    sections.append(_section("gap", "Cell by cell", _gap_section(analysis, colors),
+                             "The paired loss gap in every (N, D) cell both settings ran, and its trend with scale: a comparison "
+                             "that needs no fitted law."))
+    sections.append(_section("holdout", "Hold-out prediction", _holdout_section(analysis, colors),
+                             "Each law refitted without its largest runs, extrapolated to them: does it predict the next scale?"))
     fig_x = figures.exponent_figure(analysis, colors)
     sections.append(_section("exponents", "Exponents by group", _figure_html(fig_x, "fig-exponents") or _empty("No exponent was fitted.")))
     fig_iso = figures.isoflop_figure(analysis, colors)
@@ -292,7 +336,8 @@ def render_report(analysis: Analysis) -> str:
                              "Failed, diverged and unfinished runs are listed (highlighted) and never fitted."))
     sections.append(_section("method", "Method and notes", _method(analysis) + _notes(analysis)))
     nav = "\n".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("summary", "Summary"), ("loss-n", "Loss vs N"), ("loss-d", "Loss vs D"), ("exponents", "Exponents"),
+        ("summary", "Summary"), ("loss-n", "Loss vs N"), ("loss-d", "Loss vs D"), ("gap", "Cell by cell"),
+        ("holdout", "Hold-out"), ("exponents", "Exponents"),
         ("curves", "Training curves"), ("residuals", "Residuals"), ("comparisons", "Comparisons"), *measured_nav,
         ("fits", "Fits"), ("runs", "Runs"), ("method", "Method")))
     meta = f"Source: {_e(table.source)} · generated {created} · bootstrap {analysis.n_bootstrap} resamples, seed {analysis.seed}"

@@ -36,3 +36,14 @@ def cluster_values(values: np.ndarray, rel_tol: float = SLICE_REL_TOL) -> tuple[
     labels[good[order]] = sorted_labels
     centers = np.array([np.exp(logs[order][sorted_labels == j].mean()) for j in range(sorted_labels[-1] + 1)])
     return labels, centers
+
+
+def locked_together(log_n: np.ndarray, log_d: np.ndarray) -> bool:
+    """True when log D is a linear function of log N across the runs (a D ∝ N^k schedule, or
+    one of them constant), up to the slice tolerance: rounding D to whole batches leaves a
+    schedule a schedule. Then N and D effects cannot be separated."""
+    log_n, log_d = np.asarray(log_n, float), np.asarray(log_d, float)
+    if log_n.size < 2 or np.ptp(log_n) == 0 or np.ptp(log_d) == 0:
+        return True
+    slope, intercept = np.polyfit(log_n, log_d, 1)
+    return bool(np.max(np.abs(log_d - (slope * log_n + intercept))) <= np.log1p(SLICE_REL_TOL))

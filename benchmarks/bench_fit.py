@@ -29,7 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.bootstrap import bootstrap_fit, resample_weights  # noqa: E402
-from analysis.fit import design, fit_power_law, minimize_from, params_to_theta, single_threaded_blas  # noqa: E402
+from analysis.fit import design, fit_power_law  # noqa: E402
+from analysis.objective import Layout, minimize_from, params_to_theta, single_threaded_blas  # noqa: E402
 from analysis.synthetic import CHINCHILLA, synthetic_runs  # noqa: E402
 
 
@@ -49,12 +50,13 @@ def measure(resamples: int = 1000, naive_resamples: int = 5, lbfgsb_resamples: i
     boot_s = time.perf_counter() - start
 
     log_x, log_loss = design("joint", fit.n_params, fit.tokens), np.log(fit.loss)
-    theta0 = params_to_theta(fit.params, "joint", True)
+    layout = Layout.single(fit.n_points)
+    theta0 = params_to_theta([fit.params], "joint", layout)
     weights = resample_weights(fit.n_points, args.lbfgsb_resamples, np.random.default_rng(args.seed))
     start = time.perf_counter()
     with single_threaded_blas():
         for w in weights:
-            minimize_from(theta0, log_x, log_loss, w, True)
+            minimize_from(theta0, log_x, log_loss, w, layout)
     lbfgsb_s = (time.perf_counter() - start) * args.resamples / args.lbfgsb_resamples
 
     start = time.perf_counter()

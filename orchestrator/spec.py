@@ -36,6 +36,7 @@ class RunSpec:
     steps: int
     train_flops: int  # 6·N_non_embedding·D
     flops_per_token: int  # every matmul + attention, forward and backward (for time estimates)
+    entropy_per_token: float | None = None  # the data's entropy rate, where its source knows it
 
     @property
     def task_name(self) -> str:
@@ -48,7 +49,8 @@ class RunSpec:
 
     def params(self) -> dict[str, str]:
         """MLflow params: the resolved config with dotted keys plus ``N``, ``N_non_embedding``,
-        ``D`` (tokens) and ``FLOPs`` (train FLOPs, 6ND)."""
+        ``D`` (tokens), ``FLOPs`` (train FLOPs, 6ND) and, where the data source knows it,
+        ``entropy_per_token`` (the known floor of the loss, for ``fit --e known``)."""
         params = {key: str(value) for key, value in flatten(to_dict(self.config)).items()}
         params.update(
             N=str(self.n_params),
@@ -56,6 +58,8 @@ class RunSpec:
             D=str(self.tokens),
             FLOPs=str(self.train_flops),
         )
+        if self.entropy_per_token is not None:
+            params["entropy_per_token"] = repr(self.entropy_per_token)
         return params
 
 
@@ -104,7 +108,7 @@ def expand(grid: Grid, workspace: Path) -> list[RunSpec]:
 
 def derived_numbers(resolved: Any) -> dict[str, Any]:
     """The numbers a ``RunSpec`` carries from its resolved run (``trainers.config.ResolvedRun``)."""
-    names = ("n_params", "n_params_non_embedding", "tokens", "steps", "train_flops", "flops_per_token")
+    names = ("n_params", "n_params_non_embedding", "tokens", "steps", "train_flops", "flops_per_token", "entropy_per_token")
     return {name: getattr(resolved, name) for name in names}
 
 

@@ -98,6 +98,7 @@ class ResolvedRun:
     steps: int
     tokens: int  # tokens actually trained: steps × batch_size × seq_len
     train_flops: int  # tokens × flops_per_token_6n: the C of C = 6ND
+    entropy_per_token: float | None = None  # the data's entropy rate (nats/token), where the source knows it
 
     @property
     def run_id(self) -> str:
@@ -123,6 +124,7 @@ class ResolvedRun:
             "flops_per_token": self.flops_per_token,
             "flops_per_token_6n": self.flops_per_token_6n,
             "train_flops": self.train_flops,
+            "entropy_per_token": self.entropy_per_token,
         }
 
 
@@ -175,7 +177,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def resolve(config: RunConfig) -> ResolvedRun:
     """Make a config concrete. The vocabulary comes from the data source."""
-    from trainers.data import source_vocab_size
+    from trainers.data import source_entropy, source_vocab_size
 
     vocab_size = source_vocab_size(config.data, seq_len=config.train.seq_len, seed=config.seed)
     arch = resolve_architecture(config.model, vocab_size=vocab_size, seq_len=config.train.seq_len)
@@ -199,6 +201,7 @@ def resolve(config: RunConfig) -> ResolvedRun:
         steps=steps,
         tokens=steps * batch_tokens,
         train_flops=steps * batch_tokens * flops["flops_per_token_6n"],
+        entropy_per_token=source_entropy(config.data),
     )
 
 

@@ -53,7 +53,8 @@ def test_fit_json_document_and_comparison(two_gamma_csv):
         assert {"form", "ci", "n_points", "ok", "messages"} <= set(fit)
     alpha = next(p for p in document["comparison"]["pairs"] if p["exponent"] == "alpha")
     assert alpha["faster"] == {"gamma": 1.0} and alpha["excludes_zero"] is True
-    assert document["comparison"]["summary"][0].startswith("γ=1.0 descends faster in N")
+    assert document["verdict"]["faster"] == "γ=1.0" and document["verdict"]["basis"] == "exponent"
+    assert document["comparison"]["summary"][0].startswith("Verdict: γ=1.0 descends faster")
 
 
 def test_fit_text_output_names_the_verdict(two_gamma_csv):
@@ -71,6 +72,8 @@ def test_fit_text_output_names_the_verdict(two_gamma_csv):
     ([], "exactly one of --grid NAME or --csv FILE"),
     (["--grid", "smoke", "--tracking-uri", "sqlite:///{tmp}/none.db"], "no tracking store at"),
     (["--csv", "{single}"], "nothing could be fitted"),
+    (["--csv", "{good}", "--e", "known"], "--e known: the runs record no entropy rate"),
+    (["--csv", "{good}", "--e", "median"], "Invalid value for '--e'"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, args, needle):
     (tmp_path / "bad.csv").write_text("N,loss\n1e6,3.0\n")
@@ -79,7 +82,7 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, args, needle):
     args = [a.format(bad=tmp_path / "bad.csv", good=tmp_path / "good.csv", single=tmp_path / "single.csv", tmp=tmp_path) for a in args]
     result = CliRunner().invoke(fit_command, [*args, "--bootstrap", "0"], env={"GAMMARAY_HOME": str(tmp_path)})
     assert result.exit_code == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("gammaray: error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("gammaray: error:") or "Error:" in line]
     assert len(errors) == 1 and needle in errors[0], result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
@@ -129,6 +132,38 @@ def test_report_from_a_grid_lists_failed_runs(tmp_path, grid_store, fewer_resamp
     assert "CUDA out of memory" in text and "loss is NaN at step 120" in text
     assert 'class="failed"' in text
     assert 'id="fig-curves"' in text  # histories present: training curves are drawn
+
+
+def test_report_prints_the_verdict_and_counts_the_notes_unless_verbose(tmp_path, fewer_resamples):
+    # Two D slices of five sizes per group: fits per slice, notes about each, a hold-out check.
+    frame = synthetic_runs({1.0: {"E": 1.7, "A": 400.0, "alpha": 0.36, "B": 400.0, "beta": 0.28},
+                            0.5: {"E": 1.7, "A": 400.0, "alpha": 0.26, "B": 400.0, "beta": 0.28}},
+                           n_params=np.logspace(7, 9, 5), tokens=[1e9, 1e11], noise=0.004, seed=2)
+    csv = tmp_path / "runs.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "report.html"
+    quiet = CliRunner().invoke(report_command, ["--csv", str(csv), "--out", str(out)])
+    assert quiet.exit_code == 0, quiet.output
+    lines = quiet.stdout.strip().splitlines()
+    assert lines[0].startswith("Verdict: ") and lines[-1] == str(out)
+    assert any(line.startswith("Hold-out (largest N") for line in lines)
+    notes = [line for line in quiet.stderr.splitlines() if line.startswith("gammaray: note:")]
+    assert not notes and "--verbose prints them" in quiet.stderr
+    loud = CliRunner().invoke(report_command, ["--csv", str(csv), "--out", str(out), "--verbose"])
+    hidden = int(quiet.stderr.split(" more note(s)")[0].rsplit(" ", 1)[-1])
+    assert len([line for line in loud.stderr.splitlines() if line.startswith("gammaray: note:")]) == hidden > 0
+    document = json.loads((tmp_path / "fit.json").read_text(encoding="utf-8"))
+    assert document["e_mode"] == "shared" and set(document["verdict"]) == {"faster", "basis", "significant", "text"}
+    assert document["holdout_mode"] == "largest-n" and all(abs(h["relative_error"]) < 0.03 for h in document["holdout"])
+
+
+def test_a_fit_at_a_bound_stays_visible_without_verbose(tmp_path):
+    # Losses that rise with N: α is held at its lower bound, 0.
+    csv = tmp_path / "rising.csv"
+    csv.write_text("N,D,loss\n1e6,1e9,3.0\n2e6,1e9,3.1\n4e6,1e9,3.2\n8e6,1e9,3.3\n")
+    result = CliRunner().invoke(fit_command, ["--csv", str(csv), "--bootstrap", "0"])
+    assert result.exit_code == 0, result.output
+    assert "gammaray: warning:" in result.stderr and "bound" in result.stderr
 
 
 def test_analysis_imports_neither_torch_nor_ray():

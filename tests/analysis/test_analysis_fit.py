@@ -8,18 +8,8 @@ from scipy.optimize import approx_fprime
 
 from analysis.batched import batched_refit
 from analysis.bootstrap import bootstrap_fit, resample_weights
-from analysis.fit import (
-    _bounds,
-    design,
-    fit_power_law,
-    huber_lse_objective,
-    loss_d,
-    loss_n,
-    loss_nd,
-    minimize_from,
-    params_to_theta,
-    single_threaded_blas,
-)
+from analysis.fit import design, fit_power_law, loss_d, loss_n, loss_nd
+from analysis.objective import Layout, huber_lse_objective, minimize_from, params_to_theta, single_threaded_blas
 from analysis.isoflop import fit_isoflop
 from analysis.synthetic import CHINCHILLA, isoflop_runs, synthetic_runs
 
@@ -39,9 +29,10 @@ def test_analytic_gradient_matches_finite_differences(with_e, k):
     theta = rng.normal(size=(1 if with_e else 0) + 2 * k)
     theta[(1 if with_e else 0) + 1 :: 2] = rng.uniform(0.1, 0.6, k)
     theta[(1 if with_e else 0) :: 2][: k] += 6.0  # keep both regimes of the Huber loss in play
-    f = lambda t: huber_lse_objective(t, log_x, log_loss, weights, with_e)[0]  # noqa: E731
+    layout = Layout.single(40, with_e)
+    f = lambda t: huber_lse_objective(t, log_x, log_loss, weights, layout)[0]  # noqa: E731
     numeric = approx_fprime(theta, f, 1e-7)
-    analytic = huber_lse_objective(theta, log_x, log_loss, weights, with_e)[1]
+    analytic = huber_lse_objective(theta, log_x, log_loss, weights, layout)[1]
     np.testing.assert_allclose(analytic, numeric, rtol=1e-4, atol=1e-5)
 
 
@@ -108,12 +99,13 @@ def test_batched_refits_are_never_worse_than_lbfgsb():
     frame = synthetic_runs(n_params=np.logspace(7, 10, 6), tokens=np.logspace(9, 12, 5), noise=0.01, seed=5)
     fit = fit_power_law(frame["N"], frame["D"], frame["loss"], "joint")
     log_x, log_loss = design("joint", fit.n_params, fit.tokens), np.log(fit.loss)
-    start = params_to_theta(fit.params, "joint", True)
+    layout = Layout.single(fit.n_points)
+    start = params_to_theta([fit.params], "joint", layout)
     weights = resample_weights(fit.n_points, 12, np.random.default_rng(0))
     with single_threaded_blas():
-        theta, converged = batched_refit(start, log_x, log_loss, weights, True, _bounds(2, True))
+        theta, converged = batched_refit(start, log_x, log_loss, weights, layout)
         assert converged.mean() > 0.9
         for i in np.flatnonzero(converged):
-            batch_value = huber_lse_objective(theta[i], log_x, log_loss, weights[i], True)[0]
-            lbfgs_value = minimize_from(start, log_x, log_loss, weights[i], True).value
+            batch_value = huber_lse_objective(theta[i], log_x, log_loss, weights[i], layout)[0]
+            lbfgs_value = minimize_from(start, log_x, log_loss, weights[i], layout).value
             assert batch_value <= lbfgs_value + 1e-9

@@ -3,6 +3,7 @@ and the statistics behind them (paired gains, loss spikes, best γ) on construct
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -24,12 +25,12 @@ TOKENS = (1e6, 3e6)
 STEPS = tuple(range(0, 1001, 100))
 
 
-def _grid(measured: bool = True, diverge: bool = False):
+def _grid(measured: bool = True, diverge: bool = False, gammas: tuple[float, ...] = GAMMAS):
     """2 γ × 3 N × 2 D runs; γ = 1.0 has 0.2 nats lower loss on context tokens, 0.01 elsewhere,
     condenses (peak at step 400) and answers the held-out pair compositionally."""
     rng = np.random.default_rng(0)
     records, histories = [], []
-    for gamma in GAMMAS:
+    for gamma in gammas:
         small = gamma == 1.0
         for n in SIZES:
             for d in TOKENS:
@@ -69,19 +70,33 @@ def measured():
     return analyze(_grid(), n_bootstrap=200)
 
 
-def test_every_section_appears_when_the_grid_logged_its_metrics(measured):
-    built = sections(measured, {})
+def test_every_section_appears_when_the_grid_logged_its_metrics():
+    built = sections(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=200), {})
     assert [type(s) for s in built] == [Section] * 4
     assert [s.title for s in built] == ["Mechanism: condensation", "Token-level", "Reasoning probe", "Critical γ"]
-    html = render_report(measured)
+    html = render_report(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=50))
     for anchor in ("mechanism", "tokens", "probe", "critical-gamma"):
         assert f'<section id="{anchor}">' in html
         assert f'href="#{anchor}"' in html
     assert ": not shown — " not in html
 
 
+def test_two_gammas_get_no_critical_gamma_section(measured):
+    built = sections(measured, {})
+    assert [type(s) for s in built] == [Section] * 3 + [Absent]
+    assert "at least 3 γ values; the grid holds 2" in built[3].note
+
+
+def test_a_probe_that_was_not_learned_is_one_line_not_a_finding():
+    table = _grid()
+    hist = table.histories.copy()
+    hist.loc[hist["metric"] == "probe/seen_accuracy", "value"] = 0.0006
+    built = sections(analyze(dataclasses.replace(table, histories=hist), n_bootstrap=0), {})
+    assert isinstance(built[2], Absent) and "did not learn the composite task" in built[2].note
+
+
 def test_sections_are_absent_with_a_one_line_note_without_the_metrics():
-    plain = analyze(_grid(measured=False), n_bootstrap=0)
+    plain = analyze(_grid(measured=False, gammas=(0.5, 0.75, 1.0)), n_bootstrap=0)
     built = sections(plain, {})
     assert [type(s) for s in built[:3]] == [Absent] * 3
     html = render_report(plain)

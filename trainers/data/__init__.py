@@ -6,6 +6,8 @@ generative process, the vocabulary layout and the split rules.
 
 from __future__ import annotations
 
+import functools
+
 from trainers.data.composite import Composite
 from trainers.data.config import CompositeConfig, DataConfig, SyntheticConfig
 from trainers.data.files import FileSource, open_memmap, open_text, write_memmap
@@ -24,6 +26,7 @@ __all__ = [
     "SyntheticConfig",
     "TokenSource",
     "build_source",
+    "source_entropy",
     "source_vocab_size",
     "write_memmap",
 ]
@@ -54,6 +57,19 @@ def source_vocab_size(config: DataConfig, seq_len: int, seed: int) -> int:
     if config.source in ("text", "memmap"):
         return build_source(config, seq_len, seed).vocab_size
     return config.synthetic.vocab_size
+
+
+@functools.lru_cache(maxsize=32)
+def source_entropy(config: DataConfig) -> float | None:
+    """The entropy rate, in nats per token, of the corpus ``config`` generates: the loss of a
+    model that knows every fixed table, the known floor of the eval loss (see
+    ``GeneratedSource.entropy_per_token``). None for file sources, which do not know theirs.
+    Cached: every point of a grid asks, and most share one data config."""
+    if config.source in ("text", "memmap"):
+        return None
+    source = build_source(config, seq_len=1, seed=0)
+    assert isinstance(source, GeneratedSource)
+    return source.entropy_per_token
 
 
 def _build(config: DataConfig, seq_len: int, seed: int) -> TokenSource:
