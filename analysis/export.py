@@ -5,8 +5,9 @@ The JSON document is ``{"verdict": {...}, "fits": [...], "comparison": {...}, "g
 ``group``, ``form``, ``slice``, ``params`` (``E, A, alpha, B, beta`` for power laws, ``a, b,
 N_coef, D_coef`` for iso-FLOP fits; null where absent), ``ci`` (``[low, high]`` per fitted
 parameter), ``ci_level``, ``n_points``, ``n_bootstrap``, ``ok``, ``messages``, ``e_mode``
-(``shared``, ``per-group`` or ``known``), ``rms_residual`` and ``at_bound`` (fitted parameters
-at a bound of the fit's box). Non-finite
+(``shared``, ``per-group`` or ``known``), ``rms_residual``, ``ci_relative`` (each exponent's
+interval as its larger distance from the estimate, relative to it) and ``at_bound`` (fitted
+parameters at a bound of the fit's box). Non-finite
 numbers are written as null (or the string ``"inf"`` for an unreachable multiplier).
 """
 
@@ -74,6 +75,8 @@ def fit_to_dict(fit: FitResult) -> dict[str, Any]:
         "shared_with": fit.extra.get("shared_with", []),
         "resampled": fit.extra.get("resampled", "runs of this group" if fit.n_bootstrap else None),
         "rms_residual": fit.rms_residual,
+        "ci_relative": {p: max(abs(lo - fit.params[p]), abs(hi - fit.params[p])) / abs(fit.params[p])
+                        for p, (lo, hi) in fit.ci.items() if p in ("alpha", "beta") and fit.params[p]},
         "at_bound": params_at_bound(fit),
         "range": {"N": [float(n.min()), float(n.max())] if n.size else None, "D": [float(d.min()), float(d.max())] if d.size else None},
     }

@@ -120,6 +120,24 @@ def test_smoke_grid_sweeps_size_tokens_and_two_gammas():
     assert all(s.resources.gpus == 0 for s in specs)
 
 
+def test_demo_grid_trains_about_23_tokens_per_parameter_and_records_its_entropy_rate():
+    specs = expand(load_grid(REPO / "grids" / "demo.yaml"), Path("/tmp/unused"))
+    assert len(specs) == 10 and {s.config.init.gamma for s in specs} == {0.5, 1.0}
+    assert all(22 < s.tokens / s.n_params < 24 for s in specs)
+    # The facts corpus knows its entropy rate; every run logs it, for `report --e known`.
+    rates = {s.params()["entropy_per_token"] for s in specs}
+    assert len(rates) == 1 and 1.7 < float(rates.pop()) < 1.9
+
+
+def test_a_file_source_records_no_entropy_rate(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    grid = write(tmp_path, f"name: g\nbase: {{model.preset: tiny, train.batch_size: 8, train.seq_len: 32, train.tokens: 20000, "
+                           f"data.source: text, data.path: {corpus}}}\naxes: {{init.gamma: [0.5, 1.0]}}\n")
+    specs = expand(load_grid(grid), tmp_path)
+    assert all("entropy_per_token" not in s.params() for s in specs)
+
+
 def test_dry_run_prints_the_table_and_totals_and_writes_nothing(tmp_path):
     workspace = Path(os.environ["GAMMARAY_HOME"])
     result = invoke("submit", str(write(tmp_path, GOOD)), "--dry-run", "--json")
