@@ -43,6 +43,7 @@ MECHANISM_PANELS = (
     ("diag/stable_rank/all", "stable rank"),
     ("diag/spectrum_top1/embed", "embedding: variance share of the top eigenvalue"),
     ("diag/attn_sink/all", "attention probability on the first token"),
+    ("diag/norm_eps_share/all", "RMSNorm: share of the normalizer that ε takes"),
 )
 PROBE_TITLES = {
     "probe/seen_accuracy": "trained pairs: accuracy",

@@ -21,18 +21,26 @@ and per model:
 - ``attn_sink``: the mean attention probability on the first position of a fixed eval batch,
   over batch, heads and query positions 1..T-1 (position 0 can only attend to itself), per
   attention layer (Xiao et al. 2023, "Efficient Streaming Language Models with Attention Sinks").
+- ``norm_ms`` and ``norm_eps_share``, per RMSNorm on the same batch: the mean over tokens of
+  mean(x²) of the norm's input, and of ε / (mean(x²) + ε), the share of the normalizer that ε
+  takes: ~0 while ε is negligible, toward 1 where it swamps the activations (the papers' reason
+  why ε = 1e-5 hides the benefit of small init).
 
 Metric names are ``diag/<metric>/<scope>``. Scopes, from fine to coarse: a matrix
 (``blocks.0.attn.q_proj``, ``embed``, ``lm_head``), a layer component (``blocks.0.attn``,
 ``blocks.0.mlp``), a kind (``attention``, ``mlp``, ``embedding``) and ``all``. A coarse scope's
 value is the mean of its matrices' values. ``diag.detail`` picks the finest scope logged; kinds
 and ``all`` always are. The embedding spectrum is ``diag/spectrum_top<k>/embed``; the sink is
-``diag/attn_sink/blocks.<i>.attn`` per layer and ``diag/attn_sink/all`` (mean over layers).
+``diag/attn_sink/blocks.<i>.attn`` per layer and ``diag/attn_sink/all`` (mean over layers); the
+norms are ``diag/norm_ms/<norm>`` and ``diag/norm_eps_share/<norm>`` (``blocks.<i>.attn_norm``,
+``blocks.<i>.mlp_norm``, ``final_norm``), with ``all`` the geometric mean of mean(x²) and the
+mean of the ε share over norms.
 """
 
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Literal, Sequence
 
@@ -40,7 +48,7 @@ import torch
 from torch import nn
 
 from trainers.errors import ConfigError
-from trainers.model import Attention, SwiGLU
+from trainers.model import Attention, RMSNorm, SwiGLU
 
 if TYPE_CHECKING:
     from trainers.config import ResolvedRun
@@ -64,7 +72,7 @@ class DiagConfig:
     cosine_threshold: float = 0.7  # |cosine| above which two neurons count as condensed
     max_rows: int = 1024  # neurons per matrix in the pairwise cosines; a fixed subset when there are more
     spectrum_top_k: str = "1,5"  # embedding covariance: variance share of the top k eigenvalues, per k listed
-    sink_sequences: int = 4  # eval rows the attention-sink mass is measured on; 0 turns it off
+    sink_sequences: int = 4  # eval rows the attention-sink mass and the norms' ε share are measured on; 0 turns both off
     tokens: Literal["final", "every", "off"] = "final"  # token-level losses: at the final eval, at every diag eval, never
     bigram_tokens: int = 1 << 20  # training tokens the bigram baseline of the token buckets is counted on
     trivial_threshold: float = 0.5  # a target is trivial when p_bigram(target | previous token) >= this
@@ -189,6 +197,27 @@ def attention_sink_mass(model: nn.Module, tokens: torch.Tensor) -> dict[str, flo
             module.first_position_mass = None
 
 
+@torch.no_grad()
+def norm_saturation(model: nn.Module, tokens: torch.Tensor) -> dict[str, tuple[float, float]]:
+    """Per RMSNorm of ``model`` (named by its module path): the mean over the tokens of ``tokens``
+    (B, T) of mean(x²) of its input, and of ε / (mean(x²) + ε)."""
+    found: dict[str, tuple[float, float]] = {}
+
+    def hook(name: str, eps: float):
+        def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            ms = inputs[0].float().pow(2).mean(-1)  # (B, T)
+            found[name] = (float(ms.mean()), float((eps / (ms + eps)).mean()))
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(name, m.eps)) for name, m in model.named_modules() if isinstance(m, RMSNorm)]
+    try:
+        model(tokens)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
 # ---- the model's matrices -----------------------------------------------------------------------
 
 
@@ -283,7 +312,8 @@ def aggregate(matrices: Sequence[Matrix], values: dict[str, list[float]], detail
 
 
 class WeightDiagnostics:
-    """The ``diag/`` probe: matrix metrics, the embedding spectrum and the attention-sink mass."""
+    """The ``diag/`` probe: matrix metrics, the embedding spectrum, the attention-sink mass and the
+    norms' ε share (the last two on the same eval rows)."""
 
     def __init__(self, config: DiagConfig, schedule: EvalSchedule, sink_tokens: torch.Tensor | None):
         self.config = config
@@ -307,4 +337,13 @@ class WeightDiagnostics:
             metrics |= {f"diag/attn_sink/{name}": value for name, value in sink.items()}
             if sink:
                 metrics["diag/attn_sink/all"] = sum(sink.values()) / len(sink)
+            norms = norm_saturation(model, self.sink_tokens.to(device))
+            for name, (ms, share) in norms.items():
+                metrics[f"diag/norm_ms/{name}"] = ms
+                metrics[f"diag/norm_eps_share/{name}"] = share
+            if norms:
+                positive = [ms for ms, _ in norms.values() if ms > 0]
+                if positive:
+                    metrics["diag/norm_ms/all"] = math.exp(sum(math.log(ms) for ms in positive) / len(positive))
+                metrics["diag/norm_eps_share/all"] = sum(share for _, share in norms.values()) / len(norms)
         return {key: value for key, value in metrics.items() if value == value}  # no NaN in the record

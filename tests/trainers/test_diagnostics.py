@@ -15,6 +15,7 @@ from trainers.diagnostics import (
     aggregate,
     attention_sink_mass,
     cosine_metrics,
+    norm_saturation,
     per_matrix_metrics,
     spectral_metrics,
     variance_share,
@@ -124,6 +125,25 @@ def test_recording_the_sink_changes_neither_the_output_nor_leaves_state_behind()
     torch.testing.assert_close(before, after, rtol=0, atol=0)
     assert all(0.0 <= v <= 1.0 for v in sink.values())
     assert all(not b.attn.record_first_position and b.attn.first_position_mass is None for b in model.blocks)
+
+
+def test_norm_saturation_is_the_share_of_the_normalizer_that_eps_takes():
+    """Small init (γ = 1) at width 32 puts mean(x²) of the first norm's input (the embedding) at
+    about 1/32² ≈ 1e-3: ε = 1e-5 takes ~1% of the normalizer there, ε = 1e-12 nothing; a large ε
+    swamps it."""
+    tokens = torch.randint(16, 200, (4, 16), generator=gen(3))
+    shares = {}
+    for eps in (1e-12, 1e-5, 0.5):
+        model = tiny_model("init.gamma=1.0", f"model.norm_eps={eps}")
+        found = norm_saturation(model, tokens)
+        assert set(found) == {"blocks.0.attn_norm", "blocks.0.mlp_norm", "blocks.1.attn_norm", "blocks.1.mlp_norm", "final_norm"}
+        ms, share = found["blocks.0.attn_norm"]
+        embedded = model.embed(tokens).float().pow(2).mean(-1)
+        assert ms == pytest.approx(float(embedded.mean()), rel=1e-5)
+        assert share == pytest.approx(float((eps / (embedded + eps)).mean()), rel=1e-5)
+        shares[eps] = share
+        assert not any(m._forward_pre_hooks for m in model.modules())  # the hooks are gone
+    assert shares[1e-12] < 1e-8 < 1e-3 < shares[1e-5] < 0.1 < 0.9 < shares[0.5]
 
 
 def test_weight_matrices_are_named_by_module_and_a_tied_head_counted_once():
