@@ -139,12 +139,13 @@ def _fit_table(analysis) -> str:
 @click.command("report")
 @_common_options
 @click.option("--out", "out", metavar="FILE.html", default=None, help="Report path (default: <workspace>/reports/<name>/report.html).")
+@click.option("--png", "png", metavar="DIR", default=None, help="Also write the main figures as PNG files into DIR (needs kaleido and a Chromium).")
 def report_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, e_mode: str,
-                   holdout: str | None, verbose: bool, out: str | None) -> None:
+                   holdout: str | None, verbose: bool, out: str | None, png: str | None) -> None:
     """Write a self-contained HTML report (with fit.json and fits.csv beside it); print the verdict."""
     from analysis.analyze import analyze
     from analysis.export import write_outputs
-    from analysis.report import write_report
+    from analysis.report import write_figures, write_report
     from analysis.summary import holdout_line
     from analysis.workspace import default_report_path
 
@@ -157,6 +158,8 @@ def report_command(grid: str | None, csv_path: str | None, by: str | None, track
         try:
             write_report(result, path)
             write_outputs(result, path.parent)
+            if png:
+                write_figures(result, png)
         except OSError as exc:
             raise AnalysisError(f"{path}: cannot write the report: {exc.strerror or exc}") from None
     except AnalysisError as exc:

@@ -22,6 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from analysis import figures, mechanism_report
 from analysis.analyze import Analysis, plain_value
+from analysis.errors import AnalysisError
 from analysis.summary import headline_predictions, holdout_line, summary_lines
 from analysis.fit import FORM_PARAMS, HUBER_DELTA
 from analysis.labels import (
@@ -369,6 +370,36 @@ def html_page(title: str, meta: str, nav: str, sections: Sequence[str], footer: 
 </body>
 </html>
 """
+
+
+def key_figures(analysis: Analysis) -> list[tuple[str, Any]]:
+    """The report's main figures as (file stem, plotly figure), for export as images."""
+    colors = figures.group_colors(analysis.groups)
+    found = [("loss-n", figures.loss_figure(analysis, "N", colors)), ("loss-d", figures.loss_figure(analysis, "D", colors))]
+    found += [(f"gap-{i}", figures.gap_figure(gap, colors)) for i, gap in enumerate(analysis.gaps[:3])]
+    found.append(("holdout", figures.holdout_figure(headline_predictions(analysis), colors)))
+    found.append(("curves", figures.training_curves_figure(analysis, colors)))
+    for item in mechanism_report.sections(analysis, colors):
+        if not isinstance(item, mechanism_report.Absent):
+            found += [(f"{item.anchor}-{i}", fig) for i, fig in enumerate(item.figures)]
+    return [(name, fig) for name, fig in found if fig is not None]
+
+
+def write_figures(analysis: Analysis, directory: str | Path, width: int = 900, height: int = 520) -> list[Path]:
+    """Write :func:`key_figures` as PNG files into ``directory`` (plotly's static export: it needs
+    the kaleido package and a Chromium); return their paths."""
+    try:
+        import kaleido  # noqa: F401  (plotly's exporter; checked here for a clear error)
+    except ImportError:
+        raise AnalysisError("--png: the static export needs the kaleido package (pip install kaleido) and a Chromium") from None
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in key_figures(analysis):
+        path = directory / f"{name}.png"
+        fig.write_image(path, width=width, height=max(height, int(fig.layout.height or 0)), scale=1)
+        paths.append(path)
+    return paths
 
 
 def write_report(analysis: Analysis, path: str | Path) -> Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -164,6 +166,19 @@ def test_a_fit_at_a_bound_stays_visible_without_verbose(tmp_path):
     result = CliRunner().invoke(fit_command, ["--csv", str(csv), "--bootstrap", "0"])
     assert result.exit_code == 0, result.output
     assert "warning: α is at 0" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None or importlib.util.find_spec("kaleido") is None,
+                    reason="the static export needs kaleido and Debian's chromium")
+def test_report_png_writes_the_main_figures_as_images(tmp_path, two_gamma_csv, fewer_resamples):
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(report_command, ["--csv", str(two_gamma_csv), "--out", str(out), "--png", str(tmp_path / "png")])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert {"loss-n.png", "loss-d.png", "gap-0.png"} <= set(written)
+    for name in written:
+        data = (tmp_path / "png" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and 5_000 < len(data) < 300_000
 
 
 def test_analysis_imports_neither_torch_nor_ray():
