@@ -85,7 +85,6 @@ def predict_held_out(
     mode: str,
     n_bootstrap: int,
     *,
-    seed: int = 0,
     ci_level: float = 0.95,
     seeds: Mapping[str, Any] | None = None,
     seed_for: Callable[[int], int] = lambda i: i,
@@ -93,8 +92,9 @@ def predict_held_out(
     """Predictions for every held-out cell of every set of fits made together, and notes.
 
     ``fit_sets`` are the analysis's fits grouped as they were made: one fit alone (E per group)
-    or the members of one joint fit (E shared or known). A set whose held-out fit would leave
-    too little to fit is skipped with a note.
+    or the members of one joint fit (E shared or known). ``seeds`` maps run ids to training
+    seeds (for the joint bootstrap); ``seed_for(i)`` seeds the resampling of set i. A set whose
+    held-out fit would leave too little to fit is skipped with a note.
     """
     if mode == "none":
         return (), ()
