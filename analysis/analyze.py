@@ -153,8 +153,7 @@ def analyze(
             fits.append(_power_fit(rows, group, "joint", {}))
         if "isoflop" in chosen:
             fits.append(fit_isoflop(rows["N"], rows["D"], rows["FLOPs"], rows["loss"], run_ids=list(rows["run_id"]), group=group))
-    e_known, why = _known_entropy(finished, e_mode)
-    messages += why
+    e_known = _known_entropy(finished, e_mode)
     used_mode, why = _choose_e_mode(finished, by, e_mode)
     messages += why
     sets, why = _fit_sets(fits, used_mode, e_known)
@@ -194,18 +193,19 @@ def analyze(
     )
 
 
-def _known_entropy(finished: pd.DataFrame, e_mode: str) -> tuple[float | None, list[str]]:
-    """The entropy rate every finished run records, or None (an error when ``known`` needs it)."""
-    values = finished[ENTROPY_COLUMN].to_numpy(float) if ENTROPY_COLUMN in finished.columns else np.empty(0)
-    values = values[np.isfinite(values)]
-    if values.size == len(finished) and values.size and np.ptp(values) <= 1e-9 * values.max():
-        return float(values[0]), []
+def _known_entropy(finished: pd.DataFrame, e_mode: str) -> float | None:
+    """The entropy rate every finished run records, or None; for ``known`` a missing or
+    disagreeing rate is an :class:`AnalysisError`."""
+    values = finished[ENTROPY_COLUMN].to_numpy(float) if ENTROPY_COLUMN in finished.columns else np.full(len(finished), np.nan)
+    recorded = values[np.isfinite(values)]
+    if recorded.size == len(finished) and recorded.size and np.ptp(recorded) <= 1e-9 * recorded.max():
+        return float(recorded[0])
     if e_mode != "known":
-        return None, []
-    if values.size == 0:
-        raise AnalysisError("--e known: the runs record no entropy rate (their data source does not know it, "
-                            f"or they predate it; a CSV needs a '{ENTROPY_COLUMN}' column)")
-    raise AnalysisError(f"--e known: the runs record different entropy rates ({values.min():.4g} .. {values.max():.4g}): "
+        return None
+    if recorded.size < len(finished):
+        raise AnalysisError(f"--e known: {len(finished) - recorded.size} of {len(finished)} finished runs record no entropy rate "
+                            f"(their data source does not know it, or they predate it; a CSV needs a '{ENTROPY_COLUMN}' column)")
+    raise AnalysisError(f"--e known: the runs record different entropy rates ({recorded.min():.4g} .. {recorded.max():.4g}): "
                         "they train on different data; fit them with --e per-group")
 
 

@@ -74,7 +74,7 @@ def test_fit_text_output_names_the_verdict(two_gamma_csv):
     ([], "exactly one of --grid NAME or --csv FILE"),
     (["--grid", "smoke", "--tracking-uri", "sqlite:///{tmp}/none.db"], "no tracking store at"),
     (["--csv", "{single}"], "nothing could be fitted"),
-    (["--csv", "{good}", "--e", "known"], "--e known: the runs record no entropy rate"),
+    (["--csv", "{good}", "--e", "known"], "--e known: 3 of 3 finished runs record no entropy rate"),
     (["--csv", "{good}", "--e", "median"], "Invalid value for '--e'"),
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, args, needle):
