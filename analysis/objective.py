@@ -93,9 +93,12 @@ def log_terms(theta: np.ndarray, log_x: np.ndarray, layout: Layout) -> np.ndarra
     """The (…, n, k + 1) log terms [e, a_j − α_j·log x_j] of each point, for θ of shape (…, p)."""
     k = log_x.shape[1]
     pairs = theta[..., layout.offset :].reshape(theta.shape[:-1] + (layout.n_groups, k, 2))
-    coef = pairs[..., 0][..., layout.group, :]  # (…, n, k)
-    expo = pairs[..., 1][..., layout.group, :]
-    terms = np.empty(coef.shape[:-1] + (k + 1,))
+    if layout.n_groups == 1:  # every point has the same pairs: broadcast rather than gather
+        coef, expo = pairs[..., :1, :, 0], pairs[..., :1, :, 1]  # (…, 1, k)
+    else:
+        coef = pairs[..., 0][..., layout.group, :]  # (…, n, k)
+        expo = pairs[..., 1][..., layout.group, :]
+    terms = np.empty(theta.shape[:-1] + (log_x.shape[0], k + 1))
     terms[..., 0] = theta[..., :1] if layout.with_e else layout.log_e
     terms[..., 1:] = coef - log_x * expo
     return terms
@@ -134,7 +137,9 @@ def huber_lse_objective(
     grad = np.empty_like(theta)
     if layout.with_e:
         grad[0] = weighted[:, 0].sum()
-    grad[layout.offset :] = np.stack([d_coef, d_expo], axis=-1).reshape(-1)
+    pairs = grad[layout.offset :].reshape(layout.n_groups, log_x.shape[1], 2)  # a view into grad
+    pairs[..., 0] = d_coef
+    pairs[..., 1] = d_expo
     return value, grad
 
 
