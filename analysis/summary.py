@@ -119,8 +119,9 @@ def e_known_line(analysis: Analysis) -> str | None:
         who = "" if fit.e_mode == "shared" else f" for {group_label(fit.group)}"
         parts.append(f"{FORM_TITLES[fit.form].split(' = ')[0]}{' at ' + slice_label(fit.slice) if fit.slice else ''}{who}: "
                      f"E = {format_number(fit.params['E'])}{' ' + ci if ci else ''} ({fit.params['E'] - known:+.3g})")
-    caveat = "" if joint else (" A one-variable law at a fixed D (or N) also holds what that D (or N) leaves, "
-                               "so its E lies above the entropy rate by construction.")
+    caveat = "" if joint or not any(f.slice for f in chosen) else (
+        " A one-variable law at a fixed D (or N) also holds what that D (or N) leaves, so its E lies above the entropy "
+        "rate by construction.")
     return f"The data's entropy rate is {known:.4g} nats per token; the fitted E ({mode}): " + "; ".join(parts) + "." + caveat
 
 
