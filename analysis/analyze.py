@@ -38,7 +38,7 @@ from analysis.fit import ALL_FORMS, FitResult, fit_power_law, n_distinct
 from analysis.gap import GapComparison, compare_gaps
 from analysis.holdout import HOLDOUT_MODES, HoldoutPrediction, default_mode, predict_held_out
 from analysis.isoflop import fit_isoflop, has_iso_flop_slices
-from analysis.labels import group_label, slice_label
+from analysis.labels import group_label, plain_value, slice_label
 from analysis.load import CORE_COLUMNS, ENTROPY_COLUMN, RunTable
 from analysis.shared import E_MODES, bootstrap_shared, can_share, fit_shared
 from analysis.slices import cluster_values, locked_together
@@ -278,15 +278,6 @@ def _groups(finished: pd.DataFrame, by: tuple[str, ...]) -> list[tuple[dict[str,
         values = key if isinstance(key, tuple) else (key,)
         out.append(({c: plain_value(v) for c, v in zip(by, values)}, rows))
     return out
-
-
-def plain_value(value: Any) -> Any:
-    """numpy scalars and NaN as plain Python values (JSON- and label-friendly)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
 
 
 def _slices(axis_values: np.ndarray, other_values: np.ndarray, index: pd.Index) -> list[tuple[float, pd.Index]]:

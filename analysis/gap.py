@@ -26,7 +26,7 @@ from scipy import stats
 
 from analysis.bootstrap import cell_ids
 from analysis.fit import n_distinct
-from analysis.labels import AXIS_NOUNS, format_ci, format_number, group_label
+from analysis.labels import AXIS_NOUNS, format_ci, format_number, group_label, plain_value
 from analysis.slices import locked_together
 
 TREND_AXES = ("N", "D", "FLOPs")
@@ -111,7 +111,7 @@ def compare_gaps(finished: pd.DataFrame, by: Sequence[str], ci_level: float = 0.
 def compare_pair(first: dict, rows1: pd.DataFrame, second: dict, rows2: pd.DataFrame, ci_level: float,
                  seed_column: str | None) -> GapComparison | None:
     """The two groups' gaps on the cells they share (None when they share none)."""
-    first, second = ({k: _plain(v) for k, v in g.items()} for g in (first, second))
+    first, second = ({k: plain_value(v) for k, v in g.items()} for g in (first, second))
     cells = []
     for cell in sorted(set(rows1["_cell"]) & set(rows2["_cell"])):
         a, b = rows1[rows1["_cell"] == cell], rows2[rows2["_cell"] == cell]
@@ -128,12 +128,6 @@ def compare_pair(first: dict, rows1: pd.DataFrame, second: dict, rows2: pd.DataF
     if head is not None and head.significant:
         faster = first if head.slope > 0 else second
     return _with_text(GapComparison(**{**comparison.__dict__, "faster": faster}))
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def _cell(a: pd.DataFrame, b: pd.DataFrame, ci_level: float, seed_column: str | None) -> Cell:

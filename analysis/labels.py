@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+import numpy as np
+
 # Conventional symbols for the usual grouping axes.
 AXIS_SYMBOLS = {
     "init.gamma": "γ",
@@ -78,3 +80,12 @@ def format_ci(ci: tuple[float, float] | None, digits: int = 3) -> str:
 def slice_label(slice_: Mapping[str, float]) -> str:
     """``D=2.0B`` for a slice, empty for the whole group."""
     return ", ".join(f"{k}={format_axis_value(k, v)}" for k, v in slice_.items())
+
+
+def plain_value(value: Any) -> Any:
+    """numpy scalars and NaN as plain Python values (JSON- and label-friendly)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.bootstrap import DEFAULT_CI_LEVEL, percentile_ci
-from analysis.labels import AXIS_SYMBOLS, group_label
+from analysis.labels import AXIS_SYMBOLS, group_label, plain_value
 from analysis.slices import cluster_values
 
 TOKEN_BUCKETS = ("trivial", "context", "other")
@@ -60,11 +60,11 @@ def run_groups(runs: pd.DataFrame, by: Sequence[str]) -> tuple[pd.Series, list[s
     numeric: dict[str, Any] = {}
     for key, rows in runs.groupby(list(by), dropna=False, sort=True):
         values = key if isinstance(key, tuple) else (key,)
-        group = {c: _plain(v) for c, v in zip(by, values)}
+        group = {c: plain_value(v) for c, v in zip(by, values)}
         label = group_label(group)
         order.append(label)
         labels.update(dict.fromkeys(rows["run_id"], label))
-        value = _plain(values[0])
+        value = plain_value(values[0])
         if len(by) == 1 and isinstance(value, (int, float)) and not isinstance(value, bool):
             numeric[label] = float(value)
     if len(numeric) != len(order):
@@ -218,11 +218,3 @@ def condensation_summary(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequen
     per_run["group"] = groups.reindex(per_run.index)
     table = per_run.groupby("group").agg(runs=("peak", "size"), peak=("peak", "mean"), peak_at=("peak_at", "mean"), final=("final", "mean"))
     return table.reindex([g for g in order if g in table.index]).reset_index()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
