@@ -60,18 +60,19 @@ def main() -> None:
         f"model.preset={args.preset}", f"train.batch_size={args.batch}", f"train.seq_len={args.seq_len}",
         "train.device=cuda", "train.precision=bf16", f"train.compile={args.compile}"]))
     source = build_source(run.config.data, args.seq_len, run.config.seed)
-    batches = [torch.from_numpy(source.train_batch(s, args.batch)).cuda() for s in range(args.warmup + args.steps)]
+    rows = [torch.from_numpy(source.train_batch(s, args.batch)).cuda() for s in range(args.warmup + args.steps)]
+    batches = [(row[:, :-1], row[:, 1:]) for row in rows]
     model = Transformer(run.arch)
     init_weights(model, run.config.init, torch.Generator().manual_seed(run.config.seed))
     backend = TorchBackend(run, model)
     for batch in batches[: args.warmup]:
-        backend.train_step(batch, lr=1e-4)
+        backend.train_step(*batch, lr=1e-4)
     torch.cuda.synchronize()
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         for batch in batches[args.warmup:]:
-            backend.train_step(batch, lr=1e-4)
+            backend.train_step(*batch, lr=1e-4)
         torch.cuda.synchronize()
         wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
 

@@ -16,12 +16,22 @@ from typing import Any, Iterable, Literal, Mapping
 import yaml
 
 from trainers.data import DataConfig
+from trainers.data.composite import segment_length as composite_segment_length
 from trainers.diagnostics import DiagConfig
 from trainers.errors import ConfigError
 from trainers.init import InitConfig
 from trainers.model import Architecture, ModelConfig, count_params, flops_per_token, resolve_architecture
 from trainers.optim import OptimConfig
-from trainers.schema import build, flatten, not_result, result_keys, set_dotted, to_dict
+from trainers.schema import (
+    added_later,
+    build,
+    defaults_left_out_of_ids,
+    flatten,
+    not_result,
+    result_keys,
+    set_dotted,
+    to_dict,
+)
 
 # Bump when a change to the trainer changes what a given config trains: run ids change with it,
 # so results of the old code are never mistaken for the new code's.
@@ -41,6 +51,10 @@ class TrainConfig:
     processes: int = 1  # DeepSpeed data-parallel processes (one per GPU, or per CPU slot)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on a GPU, fp32 on a CPU
+    # Which next-token targets the loss counts: every token, or only the answers of the
+    # composite task (as the mechanism papers train it: keys, anchors and noise are random, so
+    # their loss is noise in the gradient). Eval loss counts the same targets.
+    loss_on: Literal["all", "answers"] = added_later("all")
     eval_every: int = not_result(0)  # steps between evals; 0: ten evals per run
     log_every: int = not_result(10)  # steps between train-loss records
     checkpoint_every: int = not_result(0)  # steps between checkpoints; 0: five per run
@@ -83,6 +97,20 @@ class RunConfig:
     # What is measured at eval time; changes nothing the run trains, so run ids leave it out.
     diag: DiagConfig = field(default_factory=DiagConfig, metadata={"result": False})
     seed: int = 0  # seeds the init, the data and everything else random
+
+    def validate(self) -> None:
+        if self.train.loss_on == "answers":
+            if self.data.source != "composite":
+                raise ConfigError(
+                    f"train.loss_on: 'answers' needs data.source 'composite' (the task with answers), "
+                    f"got {self.data.source!r}"
+                )
+            segment = composite_segment_length(self.data.composite.noise_tokens)
+            if self.train.seq_len < segment:
+                raise ConfigError(
+                    f"train.seq_len: must be >= {segment} (one composite segment) with train.loss_on "
+                    f"'answers', so that every row has an answer; got {self.train.seq_len}"
+                )
 
 
 @dataclass(frozen=True)
@@ -201,7 +229,8 @@ def resolve(config: RunConfig) -> ResolvedRun:
         steps=steps,
         tokens=steps * batch_tokens,
         train_flops=steps * batch_tokens * flops["flops_per_token_6n"],
-        entropy_per_token=source_entropy(config.data),
+        # The composite answers are a function of their context: their loss can fall to 0.
+        entropy_per_token=0.0 if train.loss_on == "answers" else source_entropy(config.data),
     )
 
 
@@ -212,7 +241,12 @@ def run_id(config: RunConfig) -> str:
     ``tokens_per_param`` spellings of the same D share an id.
     """
     keys = result_keys(RunConfig)
-    flat = {k: v for k, v in flatten(to_dict(config)).items() if k in keys}
+    left_out = defaults_left_out_of_ids(RunConfig)
+    flat = {
+        k: v
+        for k, v in flatten(to_dict(config)).items()
+        if k in keys and not (k in left_out and v == left_out[k])
+    }
     payload = json.dumps({"version": CONFIG_VERSION, "config": flat}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
+import numpy as np
 import torch
 
 from trainers.backends import Backend, make_backend
@@ -23,6 +24,7 @@ from trainers.callbacks import Callback
 from trainers.checkpoint import latest_checkpoint, read_meta, save_checkpoint
 from trainers.config import ResolvedRun, RunConfig, dump_yaml, resolve
 from trainers.data import TokenSource, build_source
+from trainers.data.vocab import Role
 from trainers.distributed import DistInfo
 from trainers.init import init_weights
 from trainers.model import Transformer
@@ -30,6 +32,7 @@ from trainers.optim import lr_at
 from trainers.probes import build_probes
 
 SUMMARY_FILE = "summary.json"
+IGNORED_TARGET = -100  # F.cross_entropy's ignore_index: a target the loss does not score
 
 RunStatus = Literal["finished", "diverged"]
 
@@ -107,7 +110,9 @@ class _Loop:
         self.batch_tokens = train.batch_size * train.seq_len
         self.eval_every = run.eval_every
         self.checkpoint_every = run.checkpoint_every
-        self.eval_set = self._local_rows(torch.from_numpy(source.eval_batch()), drop_remainder=True)
+        self.answers_only = train.loss_on == "answers"
+        eval_rows = source.eval_batch_with_roles() if self.answers_only else (source.eval_batch(), None)
+        self.eval_set = self._local_rows(inputs_and_targets(*eval_rows), drop_remainder=True)
         # Probes read whole weight matrices: under ZeRO-3 a process holds only a shard of each.
         self.probes = build_probes(run, source) if dist.is_main and train.zero_stage < 3 else []
 
@@ -121,9 +126,9 @@ class _Loop:
         window_clock = time.perf_counter()
         diverged_step = None
         while step < self.total_steps:
-            batch = torch.from_numpy(self.source.train_batch(step, self.resolved.config.train.batch_size))
+            inputs, targets = self._train_batch(step)
             lr = lr_at(step, self.total_steps, self.resolved.config.optim)
-            pending.append(self.backend.train_step(self._local_rows(batch), lr))
+            pending.append(self.backend.train_step(inputs, targets, lr))
             step += 1
             at_log = step % self.resolved.config.train.log_every == 0 or step == self.total_steps
             at_eval = step % self.eval_every == 0 and step < self.total_steps
@@ -158,6 +163,15 @@ class _Loop:
 
     # ---- pieces -------------------------------------------------------------------------------
 
+    def _train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's inputs and targets of training step ``step``."""
+        size = self.resolved.config.train.batch_size
+        if self.answers_only:
+            rows = self.source.train_batch_with_roles(step, size)
+        else:
+            rows = (self.source.train_batch(step, size), None)
+        return self._local_rows(inputs_and_targets(*rows))
+
     def _resume(self) -> tuple[int, float]:
         checkpoint = latest_checkpoint(self.out_dir)
         if checkpoint is None:
@@ -170,9 +184,9 @@ class _Loop:
     def _evaluate(self, step: int, final: bool = False) -> float:
         batch_size = max(1, self.resolved.config.train.batch_size // self.dist.world_size)
         total = torch.zeros(2, dtype=torch.float64)  # (sum of per-sequence mean losses, sequences)
-        for chunk in self.eval_set.split(batch_size):
-            loss = self.backend.forward_loss(chunk).double().cpu()
-            total += torch.stack((loss * len(chunk), torch.tensor(float(len(chunk)), dtype=torch.float64)))
+        for inputs, targets in zip(*(part.split(batch_size) for part in self.eval_set), strict=True):
+            loss = self.backend.forward_loss(inputs, targets).double().cpu()
+            total += torch.stack((loss * len(inputs), torch.tensor(float(len(inputs)), dtype=torch.float64)))
         total = self.backend.sum_across_processes(total).cpu()
         eval_loss = float(total[0] / total[1])
         metrics = {"eval/loss": eval_loss, "eval/tokens": step * self.batch_tokens}
@@ -224,11 +238,15 @@ class _Loop:
         self._emit("on_end", result.to_dict())
         return result
 
-    def _local_rows(self, batch: torch.Tensor, drop_remainder: bool = False) -> torch.Tensor:
-        """This process's share of a global batch: rows rank::world."""
+    def _local_rows(
+        self, batch: tuple[torch.Tensor, torch.Tensor], drop_remainder: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's share of a global batch of (inputs, targets): rows rank::world."""
+        kept = len(batch[0])
         if drop_remainder:  # every process must run the same number of forwards (ZeRO-3 gathers)
-            batch = batch[: len(batch) - len(batch) % self.dist.world_size]
-        return batch[self.dist.rank :: self.dist.world_size]
+            kept -= kept % self.dist.world_size
+        inputs, targets = (part[: kept][self.dist.rank :: self.dist.world_size] for part in batch)
+        return inputs, targets
 
     def _barrier(self) -> None:
         if self.dist.world_size > 1:
@@ -237,6 +255,17 @@ class _Loop:
     def _emit(self, hook: str, *args: Any) -> None:
         for callback in self.callbacks:
             getattr(callback, hook)(*args)
+
+
+def inputs_and_targets(tokens: np.ndarray, roles: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of T+1 tokens → inputs and next-token targets, each (B, T). Given the rows' roles,
+    only the composite task's answers are scored: every other target is ``IGNORED_TARGET``."""
+    rows = torch.from_numpy(tokens)
+    inputs, targets = rows[:, :-1], rows[:, 1:]
+    if roles is not None:
+        unscored = torch.from_numpy(roles[:, 1:] != Role.COMP_ANSWER)
+        targets = targets.masked_fill(unscored, IGNORED_TARGET)
+    return inputs, targets
 
 
 def _write_atomic(path: Path, text: str) -> None:

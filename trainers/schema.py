@@ -8,7 +8,9 @@ A section may define ``validate(self)`` for range checks; it raises ``ConfigErro
 relative to the section, and ``build`` prefixes the section's path.
 
 A field whose ``metadata`` has ``{"result": False}`` does not change a run's result (logging
-intervals, thread counts): run ids leave it out.
+intervals, thread counts): run ids leave it out. A field declared with ``added_later`` changes
+the result but joined the config after run ids were first issued: at its default it is left out
+of run ids, so every config that never sets it keeps the id it always had.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ T = TypeVar("T")
 def not_result(default: Any) -> Any:
     """A field that does not change the run's result (excluded from run ids)."""
     return dataclasses.field(default=default, metadata={"result": False})
+
+
+def added_later(default: Any) -> Any:
+    """A result-changing field that run ids include only when it is set away from ``default``."""
+    return dataclasses.field(default=default, metadata={"id_omits_default": True})
 
 
 def build(cls: type[T], mapping: Mapping[str, Any] | None, path: str = "") -> T:
@@ -95,6 +102,19 @@ def result_keys(cls: type) -> set[str]:
         else:
             keys.add(field.name)
     return keys
+
+
+def defaults_left_out_of_ids(cls: type) -> dict[str, Any]:
+    """Dotted name → default of every ``added_later`` field of ``cls`` (recursively)."""
+    omitted: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            nested = defaults_left_out_of_ids(hints[field.name])
+            omitted |= {f"{field.name}.{k}": v for k, v in nested.items()}
+        elif field.metadata.get("id_omits_default"):
+            omitted[field.name] = field.default
+    return omitted
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:

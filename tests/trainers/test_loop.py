@@ -126,3 +126,23 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("CXX", raising=False)
     with pytest.raises(ConfigError, match="train.compile: .*C\\+\\+ compiler"):
         train(config("train.tokens=2000", "train.compile=true"), tmp_path / "run")
+
+
+def test_answers_only_loss_scores_the_composite_answers_and_learns_them(tmp_path):
+    from trainers.data import build_source
+    from trainers.data.vocab import Role
+    from trainers.loop import IGNORED_TARGET, inputs_and_targets
+
+    source = build_source(config("data.source=composite").data, seq_len=32, seed=0)
+    tokens, roles = source.train_batch_with_roles(0, 8)
+    inputs, targets = inputs_and_targets(tokens, roles)
+    scored = targets != IGNORED_TARGET
+    assert (inputs.numpy() == tokens[:, :-1]).all()
+    assert (scored.numpy() == (roles[:, 1:] == Role.COMP_ANSWER)).all() and scored.any(dim=1).all()
+    assert (targets[scored].numpy() == tokens[:, 1:][scored.numpy()]).all()
+
+    run = config("data.source=composite", "train.loss_on=answers", "train.tokens=300000", "optim.lr=1e-2",
+                 "init.scheme=gamma", "init.gamma=0.9")
+    result = train(run, tmp_path / "run", [JsonlLogger(tmp_path / "run" / "metrics.jsonl")])
+    # Untrained, an answer costs about ln(vocab); learned, it costs far less.
+    assert result.initial_eval_loss > 5 and result.final_eval_loss < 0.5 * result.initial_eval_loss, result

@@ -1,6 +1,6 @@
 """The engines that step a model: plain torch (one process) and DeepSpeed ZeRO (one or more).
 
-Both hide behind ``Backend``: the loop hands it batches and a learning rate and never learns
+Both hide behind ``Backend``: the loop hands it inputs, targets and a learning rate and never learns
 which one it has.
 """
 
@@ -21,12 +21,13 @@ class Backend(Protocol):
     model: torch.nn.Module  # the bare model, on ``device``
     device: torch.device
 
-    def train_step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
-        """One optimizer step on this process's share (B_local, T+1) of the global batch; returns
-        the loss as a 0-dim tensor on ``device`` (not synchronized, so the loop decides when to wait)."""
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
+        """One optimizer step on this process's share (B_local, T) of the global batch; targets
+        equal to -100 are not scored. Returns the loss as a 0-dim tensor on ``device`` (not
+        synchronized, so the loop decides when to wait)."""
 
-    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
-        """Mean loss of a (B, T+1) batch, for evaluation (the caller disables gradients)."""
+    def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss of a (B, T) batch, for evaluation (the caller disables gradients)."""
 
     def mean_across_processes(self, values: torch.Tensor) -> torch.Tensor:
         """Average ``values`` over the run's processes (identity for one process)."""

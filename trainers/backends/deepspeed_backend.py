@@ -63,20 +63,18 @@ class DeepSpeedBackend:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         self.model = self.engine.module
 
-    def train_step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.engine.train()
-        batch = batch.to(self.device, non_blocking=True)
-        loss = self.engine(batch[:, :-1], batch[:, 1:])
+        loss = self.engine(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
         self.engine.backward(loss)
         self.engine.step()
         return loss.detach().float()
 
-    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.engine.eval()
-        batch = batch.to(self.device, non_blocking=True)
-        return self.engine(batch[:, :-1], batch[:, 1:]).float()
+        return self.engine(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)).float()
 
     def mean_across_processes(self, values: torch.Tensor) -> torch.Tensor:
         return self.sum_across_processes(values) / self.world_size

@@ -25,11 +25,11 @@ class TorchBackend:
             torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
         )
 
-    def train_step(self, batch: torch.Tensor, lr: float) -> torch.Tensor:
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast:
-            loss = self.model.loss(batch.to(self.device, non_blocking=True))
+            loss = self.model(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
         loss.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
@@ -37,9 +37,9 @@ class TorchBackend:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
-    def forward_loss(self, batch: torch.Tensor) -> torch.Tensor:
+    def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self._autocast:
-            return self.model.loss(batch.to(self.device, non_blocking=True))
+            return self.model(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
 
     def mean_across_processes(self, values: torch.Tensor) -> torch.Tensor:
         return values

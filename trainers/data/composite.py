@@ -35,6 +35,11 @@ SEEN_PAIRS: tuple[tuple[int, int], ...] = tuple(
 )
 
 
+def segment_length(noise_tokens: int) -> int:
+    """Tokens in one segment ``[P] noise.. x a b y``."""
+    return 5 + noise_tokens
+
+
 def number_token(n: int | np.ndarray) -> int | np.ndarray:
     """Token id of the number ``n`` (an int or an integer array)."""
     return n + vocab.CONTENT
@@ -67,7 +72,7 @@ class Composite:
 
     def __init__(self, noise_tokens: int) -> None:
         self.noise = noise_tokens
-        self.length = 5 + noise_tokens
+        self.length = segment_length(noise_tokens)
         roles = [Role.MARKER] + [Role.COMP_NOISE] * noise_tokens
         roles += [Role.COMP_KEY, Role.COMP_ANCHOR, Role.COMP_ANCHOR, Role.COMP_ANSWER]
         self.roles = np.array(roles, dtype=np.int8)
