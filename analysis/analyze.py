@@ -47,6 +47,9 @@ from analysis.verdict import Verdict, decide
 # A cluster is a slice only if its values stay within this factor: continuous data (every run
 # at its own D) would otherwise chain into one cluster spanning decades.
 MAX_SLICE_SPAN = 1.1
+# Runs whose loss scores only the composite task's answers (``train.loss_on=answers``) study the
+# task, not a scaling curve: their loss falls towards 0 once the task is solved.
+LOSS_ON_COLUMN = "train.loss_on"
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Analysis:
     holdout_mode: str = "none"
     holdout: tuple[HoldoutPrediction, ...] = ()
     verdict: Verdict | None = None
+    scaling: bool = True  # False for task studies (train.loss_on=answers): no law is fitted
 
     @property
     def any_ok(self) -> bool:
@@ -131,7 +135,12 @@ def analyze(
 
     n_all = finished["N"].to_numpy(float)
     d_all = finished["D"].to_numpy(float)
-    chosen, why = _choose_forms(finished, forms)
+    scaling = not _task_study(finished)
+    if scaling:
+        chosen, why = _choose_forms(finished, forms)
+    else:
+        chosen, why = [], ["these runs score the composite task's answers alone (train.loss_on=answers): "
+                           "their loss is a task loss, not a scaling curve, so no law is fitted"]
     messages += why
     d_slices = _slices(d_all, n_all, finished.index) if "n" in chosen else []
     n_slices = _slices(n_all, d_all, finished.index) if "d" in chosen else []
@@ -167,9 +176,9 @@ def analyze(
             fitted += bootstrap_shared(members, n_bootstrap, seed=_seed(seed, i), ci_level=ci_level, seeds=seeds)
     sets = _regroup(fitted, sets)
     comparisons = compare_fits(fitted, ci_level)
-    gaps = compare_gaps(finished, by, ci_level, seed_column="seed" if "seed" in finished.columns else None)
+    gaps = compare_gaps(finished, by, ci_level, seed_column="seed" if "seed" in finished.columns else None) if scaling else ()
     if holdout is None:
-        holdout = default_mode([n_distinct(rows["N"].to_numpy(float)) for _, rows in _groups(finished, by)])
+        holdout = default_mode([n_distinct(rows["N"].to_numpy(float)) for _, rows in _groups(finished, by)]) if scaling else "none"
     predictions, why = predict_held_out(sets, holdout, n_bootstrap, ci_level=ci_level, seeds=seeds,
                                         seed_for=lambda i: _seed(seed + 1, i))
     messages += why
@@ -189,8 +198,14 @@ def analyze(
         gaps=gaps,
         holdout_mode=holdout,
         holdout=predictions,
-        verdict=decide(groups, comparisons, gaps),
+        verdict=decide(groups, comparisons, gaps) if scaling else None,
+        scaling=scaling,
     )
+
+
+def _task_study(finished: pd.DataFrame) -> bool:
+    """True when every finished run trained on the composite task's answers alone."""
+    return LOSS_ON_COLUMN in finished.columns and bool((finished[LOSS_ON_COLUMN] == "answers").all())
 
 
 def _known_entropy(finished: pd.DataFrame, e_mode: str) -> float | None:

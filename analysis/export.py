@@ -1,7 +1,7 @@
 """Machine-readable results: the ``--json`` document, ``fit.json`` and ``fits.csv``.
 
 The JSON document is ``{"verdict": {...}, "fits": [...], "comparison": {...}, "gap": [...],
-"holdout": [...], "competence": [...], ...}``; every fit carries
+"holdout": [...], "competence": [...], "phase": {...} (task studies), ...}``; every fit carries
 ``group``, ``form``, ``slice``, ``params`` (``E, A, alpha, B, beta`` for power laws, ``a, b,
 N_coef, D_coef`` for iso-FLOP fits; null where absent), ``ci`` (``[low, high]`` per fitted
 parameter), ``ci_level``, ``n_points``, ``n_bootstrap``, ``ok``, ``messages``, ``e_mode``
@@ -27,6 +27,7 @@ from analysis.fit import FitResult, params_at_bound
 from analysis.gap import GapComparison
 from analysis.holdout import HoldoutPrediction
 from analysis.labels import group_label
+from analysis.phase_diagram import COMPETENT_SEEN_ACCURACY, PHASE_METRICS, PhaseDiagram, table_phase_diagram
 from analysis.summary import summary_lines
 
 SCHEMA_VERSION = 2
@@ -174,6 +175,28 @@ def competence(analysis: Analysis) -> dict[str, Any]:
     return _clean(out)
 
 
+def phase_to_dict(diagram: PhaseDiagram | None) -> dict[str, Any] | None:
+    """A task study's phase diagram: one row per (depth, γ) cell of competent runs."""
+    if diagram is None:
+        return None
+    solutions = diagram.solutions()
+    cells = []
+    for (depth, gamma), row in diagram.cells.iterrows():
+        cell = {"depth": int(depth), "gamma": float(gamma), "solution": solutions[(depth, gamma)]}
+        for metric in PHASE_METRICS:
+            name = metric.removeprefix("probe/")
+            cell[name] = {"mean": row[(metric, "mean")], "sd": row[(metric, "std")], "runs": int(row[(metric, "count")])}
+        cells.append(cell)
+    return {
+        "competent_seen_accuracy": COMPETENT_SEEN_ACCURACY,
+        "runs": diagram.runs,
+        "not_competent": diagram.not_competent,
+        "empty_cells": [{"depth": int(d), "gamma": float(g)} for d, g in diagram.empty_cells],
+        "summary": diagram.summary(),
+        "cells": cells,
+    }
+
+
 def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
     """The whole analysis: the ``--json`` document and the content of ``fit.json``."""
     runs = analysis.table.runs
@@ -208,6 +231,7 @@ def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
         "holdout_mode": analysis.holdout_mode,
         "holdout": [holdout_to_dict(p) for p in analysis.holdout],
         "competence": competence(analysis),
+        "phase": None if analysis.scaling else phase_to_dict(table_phase_diagram(analysis.table)),
         "messages": list(analysis.messages),
     })
 

@@ -226,14 +226,15 @@ def reasoning(analysis: Analysis, colors: dict[str, str]) -> Section | Absent:
     table = Table(("group", "runs", *(PROBE_TITLES[m] for m in present)), tuple(rows),
                   f"Final values: mean over runs, {analysis.ci_level:.0%} bootstrap interval over runs below.")
     figures = [probe_figure(values, groups, order, numeric, present, group_axis_title(by))]
-    cells = phase_cells(finished, values)
-    if cells is not None:
-        figures.append(phase_figure(cells))
+    diagram = phase_cells(finished, values)
+    lines = (diagram.summary(),) if diagram is not None else ()
+    if diagram is not None:
+        figures.append(phase_figure(diagram))
     if hist[hist["metric"].isin(present)].groupby("run_id")["step"].nunique().max() > 1:
         figures.append(history_figure(analysis, colors, [(m, PROBE_TITLES[m]) for m in present], "Probe over training (one line per run)"))
     lead = ("Composite anchor task (Zhang et al., NeurIPS 2024): on the held-out pair, a model that composes the anchors answers "
             "the composition; one that memorized pairs as unordered answers the mirror pair's label.")
-    return Section("probe", title, lead, tuple(figures), (table,))
+    return Section("probe", title, lead, tuple(figures), (table,), lines)
 
 
 def probe_figure(values: pd.DataFrame, groups: pd.Series, order: Sequence[str], numeric: dict[str, float],

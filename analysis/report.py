@@ -301,46 +301,51 @@ def render_report(analysis: Analysis) -> str:
     """The report as one HTML string."""
     colors = figures.group_colors(analysis.groups)
     table = analysis.table
-    title = f"Scaling report: {table.name}"
+    title = f"{'Scaling' if analysis.scaling else 'Task'} report: {table.name}"
     created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    sections = []
-    sections.append(_section("summary", "Summary", _summary(analysis)))
-    fig_n = figures.loss_figure(analysis, "N", colors)
-    sections.append(_section("loss-n", "Loss vs parameters", _figure_html(fig_n, "fig-loss-n") or _empty("No finished run with a usable N and loss."),
-                             "Points are runs; lines are fits of L(N) per group (darker: more tokens); bands are bootstrap intervals (largest D only when there are several slices)."))
-    fig_d = figures.loss_figure(analysis, "D", colors)
-    sections.append(_section("loss-d", "Loss vs training tokens", _figure_html(fig_d, "fig-loss-d") or _empty("No finished run with a usable D and loss."),
-                             "Points are runs; lines are fits of L(D) per group (darker: larger models); bands are bootstrap intervals (largest N only when there are several slices)."))
-    sections.append(_section("gap", "Cell by cell", _gap_section(analysis, colors),
-                             "The paired loss gap in every (N, D) cell both settings ran, and its trend with scale: a comparison "
-                             "that needs no fitted law."))
-    sections.append(_section("holdout", "Hold-out prediction", _holdout_section(analysis, colors),
-                             "Each law refitted without its largest runs, extrapolated to them: does it predict the next scale?"))
-    fig_x = figures.exponent_figure(analysis, colors)
-    sections.append(_section("exponents", "Exponents by group", _figure_html(fig_x, "fig-exponents") or _empty("No exponent was fitted.")))
-    fig_iso = figures.isoflop_figure(analysis, colors)
-    if fig_iso is not None:
-        sections.append(_section("isoflop", "IsoFLOP profiles", _figure_html(fig_iso, "fig-isoflop")))
+    scaling = analysis.scaling  # a task study (train.loss_on=answers) has no law to show
+    sections, nav_items = [_section("summary", "Summary", _summary(analysis))], [("summary", "Summary")]
+
+    def add(anchor: str, nav_title: str, title: str, body: str, lead: str = "") -> None:
+        sections.append(_section(anchor, title, body, lead))
+        nav_items.append((anchor, nav_title))
+
+    if scaling:
+        fig_n = figures.loss_figure(analysis, "N", colors)
+        add("loss-n", "Loss vs N", "Loss vs parameters", _figure_html(fig_n, "fig-loss-n") or _empty("No finished run with a usable N and loss."),
+            "Points are runs; lines are fits of L(N) per group (darker: more tokens); bands are bootstrap intervals (largest D only when there are several slices).")
+        fig_d = figures.loss_figure(analysis, "D", colors)
+        add("loss-d", "Loss vs D", "Loss vs training tokens", _figure_html(fig_d, "fig-loss-d") or _empty("No finished run with a usable D and loss."),
+            "Points are runs; lines are fits of L(D) per group (darker: larger models); bands are bootstrap intervals (largest N only when there are several slices).")
+        add("gap", "Cell by cell", "Cell by cell", _gap_section(analysis, colors),
+            "The paired loss gap in every (N, D) cell both settings ran, and its trend with scale: a comparison "
+            "that needs no fitted law.")
+        add("holdout", "Hold-out", "Hold-out prediction", _holdout_section(analysis, colors),
+            "Each law refitted without its largest runs, extrapolated to them: does it predict the next scale?")
+        fig_x = figures.exponent_figure(analysis, colors)
+        add("exponents", "Exponents", "Exponents by group", _figure_html(fig_x, "fig-exponents") or _empty("No exponent was fitted."))
+        fig_iso = figures.isoflop_figure(analysis, colors)
+        if fig_iso is not None:
+            add("isoflop", "IsoFLOP", "IsoFLOP profiles", _figure_html(fig_iso, "fig-isoflop"))
     fig_t = figures.training_curves_figure(analysis, colors)
-    sections.append(_section("curves", "Training curves", _figure_html(fig_t, "fig-curves")
-                             or _empty("No loss histories in this input (a CSV carries final losses only).")))
-    fig_r = figures.residuals_figure(analysis, colors)
-    sections.append(_section("residuals", "Residuals", _figure_html(fig_r, "fig-residuals") or _empty("No successful fit."),
-                             "A good fit leaves residuals scattered around 0 without a trend in N or D."))
-    sections.append(_section("comparisons", "Comparisons", _comparison_table(analysis, colors),
-                             "Every pair of groups for every exponent, form and slice. Multipliers are relative to the faster setting's largest measured scale."))
+    add("curves", "Training curves", "Training curves", _figure_html(fig_t, "fig-curves")
+        or _empty("No loss histories in this input (a CSV carries final losses only)."))
+    if scaling:
+        fig_r = figures.residuals_figure(analysis, colors)
+        add("residuals", "Residuals", "Residuals", _figure_html(fig_r, "fig-residuals") or _empty("No successful fit."),
+            "A good fit leaves residuals scattered around 0 without a trend in N or D.")
+        add("comparisons", "Comparisons", "Comparisons", _comparison_table(analysis, colors),
+            "Every pair of groups for every exponent, form and slice. Multipliers are relative to the faster setting's largest measured scale.")
     measured, measured_nav = _measurement_sections(analysis, colors)
     sections += measured
-    sections.append(_section("fits", "Fit table", _fit_table(analysis, colors),
-                             f"Point estimates with {analysis.ci_level:.0%} bootstrap intervals below them." if analysis.n_bootstrap else ""))
-    sections.append(_section("runs", "Runs", _run_table(analysis, colors),
-                             "Failed, diverged and unfinished runs are listed (highlighted) and never fitted."))
-    sections.append(_section("method", "Method and notes", _method(analysis) + _notes(analysis)))
-    nav = "\n".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("summary", "Summary"), ("loss-n", "Loss vs N"), ("loss-d", "Loss vs D"), ("gap", "Cell by cell"),
-        ("holdout", "Hold-out"), ("exponents", "Exponents"),
-        ("curves", "Training curves"), ("residuals", "Residuals"), ("comparisons", "Comparisons"), *measured_nav,
-        ("fits", "Fits"), ("runs", "Runs"), ("method", "Method")))
+    nav_items += measured_nav
+    if scaling:
+        add("fits", "Fits", "Fit table", _fit_table(analysis, colors),
+            f"Point estimates with {analysis.ci_level:.0%} bootstrap intervals below them." if analysis.n_bootstrap else "")
+    add("runs", "Runs", "Runs", _run_table(analysis, colors),
+        "Failed, diverged and unfinished runs are listed (highlighted) and never fitted.")
+    add("method", "Method", "Method and notes", (_method(analysis) if scaling else "") + _notes(analysis))
+    nav = "\n".join(f'<a href="#{a}">{t}</a>' for a, t in nav_items)
     meta = f"Source: {_e(table.source)} · generated {created} · bootstrap {analysis.n_bootstrap} resamples, seed {analysis.seed}"
     footer = "gammaray scaling report. Machine-readable results: <code>fit.json</code> and <code>fits.csv</code> beside this file."
     return html_page(title, meta, nav, sections, footer)
@@ -375,9 +380,11 @@ def html_page(title: str, meta: str, nav: str, sections: Sequence[str], footer: 
 def key_figures(analysis: Analysis) -> list[tuple[str, Any]]:
     """The report's main figures as (file stem, plotly figure), for export as images."""
     colors = figures.group_colors(analysis.groups)
-    found = [("loss-n", figures.loss_figure(analysis, "N", colors)), ("loss-d", figures.loss_figure(analysis, "D", colors))]
-    found += [(f"gap-{i}", figures.gap_figure(gap, colors)) for i, gap in enumerate(analysis.gaps[:3])]
-    found.append(("holdout", figures.holdout_figure(headline_predictions(analysis), colors)))
+    found = []
+    if analysis.scaling:
+        found += [("loss-n", figures.loss_figure(analysis, "N", colors)), ("loss-d", figures.loss_figure(analysis, "D", colors))]
+        found += [(f"gap-{i}", figures.gap_figure(gap, colors)) for i, gap in enumerate(analysis.gaps[:3])]
+        found.append(("holdout", figures.holdout_figure(headline_predictions(analysis), colors)))
     found.append(("curves", figures.training_curves_figure(analysis, colors)))
     for item in mechanism_report.sections(analysis, colors):
         if not isinstance(item, mechanism_report.Absent):

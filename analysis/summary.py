@@ -17,6 +17,7 @@ from analysis.compare import headline
 from analysis.fit import FitResult
 from analysis.holdout import HoldoutPrediction
 from analysis.labels import FORM_TITLES, format_ci, format_number, group_label, slice_label
+from analysis.phase_diagram import COMPETENT_SEEN_ACCURACY, table_phase_diagram
 
 _HOLDOUT_NOUN = {"largest-n": "largest N", "largest-d": "largest D", "largest-c": "largest compute"}
 
@@ -24,6 +25,12 @@ _HOLDOUT_NOUN = {"largest-n": "largest N", "largest-d": "largest D", "largest-c"
 def summary_lines(analysis: Analysis) -> list[str]:
     """The summary, one sentence per line, verdict first."""
     groups = analysis.groups
+    if not analysis.scaling:
+        diagram = table_phase_diagram(analysis.table)
+        if diagram is None:
+            return ["A task study (train.loss_on=answers) with no phase diagram: it needs runs over both γ and depth "
+                    f"that reach {COMPETENT_SEEN_ACCURACY:.0%} trained-pair accuracy."]
+        return [diagram.summary()]
     lines = []
     if analysis.verdict is not None and len(groups) >= 2:
         lines.append("Verdict: " + analysis.verdict.text)
