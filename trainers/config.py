@@ -218,7 +218,11 @@ def resolve(config: RunConfig) -> ResolvedRun:
         tokens_requested = train.tokens or DEFAULT_TOKENS
     batch_tokens = train.batch_size * train.seq_len
     steps = max(1, tokens_requested // batch_tokens)
-    config = replace(config, train=replace(train, tokens=tokens_requested, tokens_per_param=None))
+    config = replace(
+        config,
+        init=config.init.explicit(),  # a named init convention and its spelled-out keys share an id
+        train=replace(train, tokens=tokens_requested, tokens_per_param=None),
+    )
     return ResolvedRun(
         config=config,
         arch=arch,

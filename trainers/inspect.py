@@ -37,13 +37,16 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['train_flops']:.3g} FLOPs (6·N·D)",
         f"FLOPs/token   {report['flops_per_token_6n']:,} (6N), {report['flops_per_token']:,} (all matmuls + attention)",
         "",
-        f"{'parameter':<34} {'shape':<14} {'fan_in':>7} {'scheme':<8} {'target std':>11} {'measured':>11}",
+        f"{'parameter':<34} {'shape':<14} {'fan_in':>7} {'scheme':<8} {'γ':>5} {'resid':>6} "
+        f"{'target std':>11} {'measured':>11}",
     ]
     for row in report["init"]:
         fan_in = "" if row["fan_in"] is None else str(row["fan_in"])
+        gamma = "" if row["gamma"] is None else f"{row['gamma']:g}"
+        residual = f"{row['residual_factor']:.3g}" if row["residual_factor"] != 1.0 else ""
         shape = "×".join(str(d) for d in row["shape"])
         lines.append(
-            f"{row['name']:<34} {shape:<14} {fan_in:>7} {row['scheme']:<8} "
+            f"{row['name']:<34} {shape:<14} {fan_in:>7} {row['scheme']:<8} {gamma:>5} {residual:>6} "
             f"{row['target_std']:>11.4g} {row['measured_std']:>11.4g}"
         )
     return "\n".join(lines)
