@@ -14,10 +14,12 @@ import pytest
 
 from analysis.analyze import analyze
 from analysis.critical_gamma import best_group, count_spikes, critical_gamma
+from analysis.export import analysis_to_dict
 from analysis.load import runs_from_records
 from analysis.mechanism import cells, final_values, token_gains
 from analysis.mechanism_report import Absent, Section, sections
 from analysis.report import render_report
+from analysis.summary import summary_lines
 
 GAMMAS = (0.5, 1.0)
 SIZES = (2e4, 6e4, 1.8e5)
@@ -176,3 +178,45 @@ def test_a_tie_for_best_is_reported_as_a_tie_and_shares_the_bootstrap_credit():
     best = best_group("probe", samples, ["γ=0.5", "γ=1.0"], {"γ=0.5": 0.5, "γ=1.0": 1.0}, False, 100, np.random.default_rng(0))
     assert best.tied == ("γ=0.5", "γ=1.0")
     assert best.frequency == {"γ=0.5": 0.5, "γ=1.0": 0.5}
+
+
+def _task_study(seen_accuracy: float = 1.0):
+    """A composite task study (train.loss_on=answers) over γ × depth: deep or small-init runs
+    compose, shallow large-init runs answer the mirror."""
+    records, histories = [], []
+    for gamma in (0.3, 1.0):
+        for depth in (2, 6):
+            for seed in (0, 1):
+                run_id = f"g{gamma}-L{depth}-s{seed}"
+                composes = gamma == 1.0 or depth == 6
+                n = 1e4 * depth
+                records.append({"run_id": run_id, "state": "finished", "init.gamma": gamma, "model.n_layers": depth,
+                                "seed": seed, "train.loss_on": "answers", "N": n, "D": 4e6, "N_non_embedding": n,
+                                "FLOPs": 6 * n * 4e6, "loss": 0.14 + 0.01 * seed})
+                for step in (0, 500, 1000):
+                    histories += [(run_id, "eval/loss", step, 4.6 / (1 + step / 100)),
+                                  (run_id, "probe/seen_accuracy", step, seen_accuracy * step / 1000),
+                                  (run_id, "probe/heldout_compositional", step, (0.95 if composes else 0.01) * step / 1000),
+                                  (run_id, "probe/heldout_mirrored", step, (0.0 if composes else 0.98) * step / 1000)]
+    return runs_from_records(records, histories, name="task", source="test")
+
+
+def test_a_task_study_fits_no_law_and_its_report_is_the_phase_diagram():
+    analysis = analyze(_task_study(), n_bootstrap=50)
+    assert not analysis.scaling and analysis.fits == () and analysis.gaps == () and analysis.verdict is None
+    assert any("no law is fitted" in m for m in analysis.messages)
+    assert summary_lines(analysis) == [
+        "Phase diagram over 4 (γ, depth) cell(s) of competent runs: 3 compositional, 1 mirrored, 0 neither "
+        "(C compositional, M mirrored, – neither; depth 2: γ 0.3 M γ 1 C; depth 6: γ 0.3 C γ 1 C)."]
+    phase = analysis_to_dict(analysis)["phase"]
+    assert phase["not_competent"] == 0 and len(phase["cells"]) == 4
+    assert {(c["depth"], c["gamma"]): c["solution"] for c in phase["cells"]}[(2, 0.3)] == "mirrored"
+    html = render_report(analysis)
+    assert "Task report: task" in html and '<section id="probe">' in html
+    for anchor in ("loss-n", "loss-d", "gap", "holdout", "exponents", "residuals", "comparisons", "fits"):
+        assert f'<section id="{anchor}">' not in html and f'href="#{anchor}"' not in html
+
+
+def test_a_task_study_whose_runs_never_became_competent_says_so():
+    (line,) = summary_lines(analyze(_task_study(seen_accuracy=0.6), n_bootstrap=0))
+    assert "no phase diagram" in line and "90% trained-pair accuracy" in line
