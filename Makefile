@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # On a GPU machine, install your CUDA torch into the venv first (or set TORCH_SPEC to it).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo test test-all bench bench-quick bench-gpu clean
+.PHONY: setup demo lint format test test-all bench bench-quick bench-gpu clean
 
 setup: $(VENV)/.installed
 
@@ -23,6 +23,15 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/gammaray submit grids/demo.yaml
 	$(VENV)/bin/gammaray report --grid demo --e known
+
+# Lint and format checks (CI runs them before the tests); `make format` rewrites the files.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test: setup
 	$(PY) -m pytest -q

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,7 +123,9 @@ def analyze(
     if e_mode not in E_MODES:
         raise AnalysisError(f"--e: unknown mode '{e_mode}' (expected one of {', '.join(E_MODES)})")
     if holdout is not None and holdout not in HOLDOUT_MODES:
-        raise AnalysisError(f"--holdout: unknown mode '{holdout}' (expected one of {', '.join(HOLDOUT_MODES)})")
+        raise AnalysisError(
+            f"--holdout: unknown mode '{holdout}' (expected one of {', '.join(HOLDOUT_MODES)})"
+        )
     finished = table.finished
     if finished.empty:
         states = table.runs["state"].value_counts().to_dict()
@@ -139,8 +142,13 @@ def analyze(
     if scaling:
         chosen, why = _choose_forms(finished, forms)
     else:
-        chosen, why = [], ["these runs score the composite task's answers alone (train.loss_on=answers): "
-                           "their loss is a task loss, not a scaling curve, so no law is fitted"]
+        chosen, why = (
+            [],
+            [
+                "these runs score the composite task's answers alone (train.loss_on=answers): "
+                "their loss is a task loss, not a scaling curve, so no law is fitted"
+            ],
+        )
     messages += why
     d_slices = _slices(d_all, n_all, finished.index) if "n" in chosen else []
     n_slices = _slices(n_all, d_all, finished.index) if "d" in chosen else []
@@ -150,7 +158,9 @@ def analyze(
         for form, slices, axis in (("n", d_slices, "D"), ("d", n_slices, "N")):
             if form in chosen and not slices:
                 chosen.remove(form)
-                messages.append(f"L({'N' if form == 'n' else 'D'}) is not fitted on its own: no slice of the runs holds {axis} fixed; the joint fit covers it")
+                messages.append(
+                    f"L({'N' if form == 'n' else 'D'}) is not fitted on its own: no slice of the runs holds {axis} fixed; the joint fit covers it"
+                )
 
     fits: list[FitResult] = []
     for group, rows in _groups(finished, by):
@@ -161,7 +171,16 @@ def analyze(
         if "joint" in chosen:
             fits.append(_power_fit(rows, group, "joint", {}))
         if "isoflop" in chosen:
-            fits.append(fit_isoflop(rows["N"], rows["D"], rows["FLOPs"], rows["loss"], run_ids=list(rows["run_id"]), group=group))
+            fits.append(
+                fit_isoflop(
+                    rows["N"],
+                    rows["D"],
+                    rows["FLOPs"],
+                    rows["loss"],
+                    run_ids=list(rows["run_id"]),
+                    group=group,
+                )
+            )
     e_known = _known_entropy(finished, e_mode)
     used_mode, why = _choose_e_mode(finished, by, e_mode)
     messages += why
@@ -173,14 +192,25 @@ def analyze(
         if len(members) == 1 and members[0].e_mode == "per-group":
             fitted.append(bootstrap_fit(members[0], n_bootstrap, seed=_seed(seed, i), ci_level=ci_level))
         else:
-            fitted += bootstrap_shared(members, n_bootstrap, seed=_seed(seed, i), ci_level=ci_level, seeds=seeds)
+            fitted += bootstrap_shared(
+                members, n_bootstrap, seed=_seed(seed, i), ci_level=ci_level, seeds=seeds
+            )
     sets = _regroup(fitted, sets)
     comparisons = compare_fits(fitted, ci_level)
-    gaps = compare_gaps(finished, by, ci_level, seed_column="seed" if "seed" in finished.columns else None) if scaling else ()
+    gaps = (
+        compare_gaps(finished, by, ci_level, seed_column="seed" if "seed" in finished.columns else None)
+        if scaling
+        else ()
+    )
     if holdout is None:
-        holdout = default_mode([n_distinct(rows["N"].to_numpy(float)) for _, rows in _groups(finished, by)]) if scaling else "none"
-    predictions, why = predict_held_out(sets, holdout, n_bootstrap, ci_level=ci_level, seeds=seeds,
-                                        seed_for=lambda i: _seed(seed + 1, i))
+        holdout = (
+            default_mode([n_distinct(rows["N"].to_numpy(float)) for _, rows in _groups(finished, by)])
+            if scaling
+            else "none"
+        )
+    predictions, why = predict_held_out(
+        sets, holdout, n_bootstrap, ci_level=ci_level, seeds=seeds, seed_for=lambda i: _seed(seed + 1, i)
+    )
     messages += why
     groups = [g for g, _ in _groups(finished, by)]
     return Analysis(
@@ -211,17 +241,25 @@ def _task_study(finished: pd.DataFrame) -> bool:
 def _known_entropy(finished: pd.DataFrame, e_mode: str) -> float | None:
     """The entropy rate every finished run records, or None; for ``known`` a missing or
     disagreeing rate is an :class:`AnalysisError`."""
-    values = finished[ENTROPY_COLUMN].to_numpy(float) if ENTROPY_COLUMN in finished.columns else np.full(len(finished), np.nan)
+    values = (
+        finished[ENTROPY_COLUMN].to_numpy(float)
+        if ENTROPY_COLUMN in finished.columns
+        else np.full(len(finished), np.nan)
+    )
     recorded = values[np.isfinite(values)]
     if recorded.size == len(finished) and recorded.size and np.ptp(recorded) <= 1e-9 * recorded.max():
         return float(recorded[0])
     if e_mode != "known":
         return None
     if recorded.size < len(finished):
-        raise AnalysisError(f"--e known: {len(finished) - recorded.size} of {len(finished)} finished runs record no entropy rate "
-                            f"(their data source does not know it, or they predate it; a CSV needs a '{ENTROPY_COLUMN}' column)")
-    raise AnalysisError(f"--e known: the runs record different entropy rates ({recorded.min():.4g} .. {recorded.max():.4g}): "
-                        "they train on different data; fit them with --e per-group")
+        raise AnalysisError(
+            f"--e known: {len(finished) - recorded.size} of {len(finished)} finished runs record no entropy rate "
+            f"(their data source does not know it, or they predate it; a CSV needs a '{ENTROPY_COLUMN}' column)"
+        )
+    raise AnalysisError(
+        f"--e known: the runs record different entropy rates ({recorded.min():.4g} .. {recorded.max():.4g}): "
+        "they train on different data; fit them with --e per-group"
+    )
 
 
 def _choose_e_mode(finished: pd.DataFrame, by: tuple[str, ...], e_mode: str) -> tuple[str, list[str]]:
@@ -232,13 +270,19 @@ def _choose_e_mode(finished: pd.DataFrame, by: tuple[str, ...], e_mode: str) -> 
     if e_mode == "per-group" or not by or finished.groupby(list(by), dropna=False).ngroups < 2:
         return "per-group", []
     for column in [c for c in finished.columns if c.startswith("data.")]:
-        values = finished.groupby(list(by), dropna=False)[column].agg(lambda v: tuple(sorted(map(repr, set(v)))))
+        values = finished.groupby(list(by), dropna=False)[column].agg(
+            lambda v: tuple(sorted(map(repr, set(v))))
+        )
         if values.nunique() > 1:
-            return "per-group", [f"the groups train on different data ('{column}' differs): E is fitted per group"]
+            return "per-group", [
+                f"the groups train on different data ('{column}' differs): E is fitted per group"
+            ]
     return e_mode, []
 
 
-def _fit_sets(fits: list[FitResult], e_mode: str, e_known: float | None) -> tuple[list[list[FitResult]], list[str]]:
+def _fit_sets(
+    fits: list[FitResult], e_mode: str, e_known: float | None
+) -> tuple[list[list[FitResult]], list[str]]:
     """The fits as they are made: alone (E per group), or jointly per form and slice (E shared or known)."""
     if e_mode == "per-group":
         return [[f] for f in fits], []
@@ -258,8 +302,12 @@ def _fit_sets(fits: list[FitResult], e_mode: str, e_known: float | None) -> tupl
         if id(fit) in joint_ids:
             continue
         if fit.form != "isoflop" and fit.ok:
-            where = f"{group_label(fit.group)}, {fit.form}" + (f" at {slice_label(fit.slice)}" if fit.slice else "")
-            notes.append(f"{where}: fitted with its own E (too few distinct points, or no other group to share E with)")
+            where = f"{group_label(fit.group)}, {fit.form}" + (
+                f" at {slice_label(fit.slice)}" if fit.slice else ""
+            )
+            notes.append(
+                f"{where}: fitted with its own E (too few distinct points, or no other group to share E with)"
+            )
         sets.append([fit])
     return sets, notes
 
@@ -295,7 +343,9 @@ def _groups(finished: pd.DataFrame, by: tuple[str, ...]) -> list[tuple[dict[str,
     return out
 
 
-def _slices(axis_values: np.ndarray, other_values: np.ndarray, index: pd.Index) -> list[tuple[float, pd.Index]]:
+def _slices(
+    axis_values: np.ndarray, other_values: np.ndarray, index: pd.Index
+) -> list[tuple[float, pd.Index]]:
     """Valid slices of ``axis_values`` as (center, the row labels of their runs).
 
     A slice keeps the axis (nearly) fixed and spans at least two distinct values of the other
@@ -309,7 +359,9 @@ def _slices(axis_values: np.ndarray, other_values: np.ndarray, index: pd.Index) 
         values = axis_values[mask]
         if values.max() / values.min() > MAX_SLICE_SPAN:
             continue
-        candidates.append((float(center), index[mask], n_distinct(other_values[mask & np.isfinite(other_values)])))
+        candidates.append(
+            (float(center), index[mask], n_distinct(other_values[mask & np.isfinite(other_values)]))
+        )
     best = [c for c in candidates if c[2] >= 3] or [c for c in candidates if c[2] == 2]
     return [(center, members) for center, members, _ in best]
 
@@ -330,7 +382,9 @@ def _choose_forms(finished: pd.DataFrame, forms: Sequence[str] | None) -> tuple[
     if n_d >= 2 and not locked:
         chosen.append("d")
     if locked:
-        notes.append("D moves with N in these runs (one D schedule): L(N) is fitted along it, and L(D) would be the same fit")
+        notes.append(
+            "D moves with N in these runs (one D schedule): L(N) is fitted along it, and L(D) would be the same fit"
+        )
     if n_n >= 3 and n_d >= 3 and not locked:
         chosen.append("joint")
     if has_iso_flop_slices(finished["FLOPs"].to_numpy(float), n_all):
@@ -340,7 +394,9 @@ def _choose_forms(finished: pd.DataFrame, forms: Sequence[str] | None) -> tuple[
     return chosen, notes
 
 
-def _sliced_fits(rows: pd.DataFrame, group: dict[str, Any], form: str, slices: list, axis: str) -> list[FitResult]:
+def _sliced_fits(
+    rows: pd.DataFrame, group: dict[str, Any], form: str, slices: list, axis: str
+) -> list[FitResult]:
     if not slices:
         # No slice holds the axis fixed: fit along whatever schedule the grid follows.
         fit = _power_fit(rows, group, form, {})
@@ -380,13 +436,24 @@ def _grouping_notes(table: RunTable, finished: pd.DataFrame, by: tuple[str, ...]
     keys = ["N", "D", *by]
     frame = finished.copy()
     for column in keys:
-        frame[column] = frame[column].map(lambda v: "∅" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v))
+        frame[column] = frame[column].map(
+            lambda v: "∅" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
+        )
     for axis in table.axes:
-        if axis in by or axis in CORE_COLUMNS or axis.split(".")[-1] in ("seed", "run_id") or axis not in frame:
+        if (
+            axis in by
+            or axis in CORE_COLUMNS
+            or axis.split(".")[-1] in ("seed", "run_id")
+            or axis not in frame
+        ):
             continue
-        values = frame[axis].map(lambda v: "∅" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v))
+        values = frame[axis].map(
+            lambda v: "∅" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
+        )
         spread = values.groupby([frame[k] for k in keys]).nunique()
         if (spread > 1).any():
             suggestion = ",".join([*by, axis])
-            notes.append(f"runs that share N, D and the grouping differ in '{axis}': they are pooled in one fit; to separate them use --by {suggestion}")
+            notes.append(
+                f"runs that share N, D and the grouping differ in '{axis}': they are pooled in one fit; to separate them use --by {suggestion}"
+            )
     return notes

@@ -19,7 +19,9 @@ import numpy as np
 from analysis.objective import HUBER_DELTA, Layout, log_terms
 
 
-def _residuals_and_jacobian(theta: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout) -> tuple[np.ndarray, np.ndarray]:
+def _residuals_and_jacobian(
+    theta: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout
+) -> tuple[np.ndarray, np.ndarray]:
     """r (K, n) and dr/dθ (K, n, p) of the log-sum-exp model for K parameter vectors."""
     terms = log_terms(theta, log_x, layout)  # (K, n, k + 1)
     top = terms.max(axis=2, keepdims=True)

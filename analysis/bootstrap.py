@@ -34,11 +34,15 @@ MAX_SKIPPED = 0.2
 def skipped_note(skipped: int, n_resamples: int) -> str | None:
     """The note on ``skipped`` unfittable resamples of ``n_resamples``, or None when too few to matter."""
     if skipped > MAX_SKIPPED * n_resamples:
-        return warning(f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit: "
-                       "too few runs for a CI (about 5 distinct sizes per fit are needed); no CI")
+        return warning(
+            f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit: "
+            "too few runs for a CI (about 5 distinct sizes per fit are needed); no CI"
+        )
     if skipped > WARN_SKIPPED * n_resamples:
-        return warning(f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit and were "
-                       "skipped: the intervals rest on the rest and may be too narrow")
+        return warning(
+            f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit and were "
+            "skipped: the intervals rest on the rest and may be too narrow"
+        )
     if skipped > NOTE_SKIPPED * n_resamples:
         return f"{skipped} of {n_resamples} bootstrap resamples drew too few distinct points to fit and were skipped"
     return None
@@ -69,8 +73,9 @@ def cell_ids(n_params: np.ndarray, tokens: np.ndarray) -> np.ndarray:
     return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def paired_weights(cells: np.ndarray, seeds: np.ndarray | None, n_resamples: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, str]:
+def paired_weights(
+    cells: np.ndarray, seeds: np.ndarray | None, n_resamples: int, rng: np.random.Generator
+) -> tuple[np.ndarray, str]:
     """(n_resamples, n) multiplicities for a bootstrap that keeps groups paired, and its unit.
 
     When every cell holds runs of at least two seeds, each cell's seeds are drawn with
@@ -87,7 +92,9 @@ def paired_weights(cells: np.ndarray, seeds: np.ndarray | None, n_resamples: int
         if all(len(s) >= 2 for s in per_cell):
             weights = np.zeros((n_resamples, len(cells)))
             for c, options in zip(distinct, per_cell):
-                counts = rng.multinomial(len(options), np.full(len(options), 1.0 / len(options)), size=n_resamples)
+                counts = rng.multinomial(
+                    len(options), np.full(len(options), 1.0 / len(options)), size=n_resamples
+                )
                 in_cell = cells == c
                 for j, s in enumerate(options):
                     weights[:, in_cell & (seed_keys == s)] = counts[:, j : j + 1]
@@ -116,8 +123,10 @@ def bootstrap_fit(
     if distinct <= len(result.fitted_names):
         # As many distinct designs as parameters: every resample refits the same curve or a
         # degenerate one, so resampling would report a spuriously narrow interval.
-        note = (f"{distinct} distinct design point(s) for {len(result.fitted_names)} parameters: "
-                "no residual degrees of freedom, so no bootstrap CI (and no verdict)")
+        note = (
+            f"{distinct} distinct design point(s) for {len(result.fitted_names)} parameters: "
+            "no residual degrees of freedom, so no bootstrap CI (and no verdict)"
+        )
         return dataclasses.replace(result, messages=result.messages + (note,))
     rng = np.random.default_rng(seed)
     weights = resample_weights(result.n_points, n_resamples, rng)
@@ -156,10 +165,16 @@ def _identifiable(result: FitResult, w: np.ndarray) -> bool:
         return n_distinct(result.n_params[drawn]) >= need
     if result.form == "d":
         return n_distinct(result.tokens[drawn]) >= need
-    return n_distinct(result.n_params[drawn]) >= 3 and n_distinct(result.tokens[drawn]) >= 3 and int(drawn.sum()) >= 6
+    return (
+        n_distinct(result.n_params[drawn]) >= 3
+        and n_distinct(result.tokens[drawn]) >= 3
+        and int(drawn.sum()) >= 6
+    )
 
 
-def _power_draws(result: FitResult, weights: np.ndarray, warm_start: bool) -> tuple[dict[str, np.ndarray], int]:
+def _power_draws(
+    result: FitResult, weights: np.ndarray, warm_start: bool
+) -> tuple[dict[str, np.ndarray], int]:
     layout = layout_of(result)
     log_x = design(result.form, result.n_params, result.tokens)
     log_loss = np.log(result.loss)

@@ -9,8 +9,8 @@ group registers these commands; ``python -m analysis.cli`` runs them on their ow
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import click
 
@@ -47,7 +47,9 @@ def _notes(analysis) -> list[str]:
 
     notes = list(analysis.messages)
     for fit in analysis.fits:
-        where = f"{group_label(fit.group)}, {fit.form}" + (f" at {slice_label(fit.slice)}" if fit.slice else "")
+        where = f"{group_label(fit.group)}, {fit.form}" + (
+            f" at {slice_label(fit.slice)}" if fit.slice else ""
+        )
         notes += [f"{where}: {m}" for m in fit.messages]
     return notes
 
@@ -66,27 +68,82 @@ def _echo_notes(analysis, verbose: bool, where: str) -> None:
 
 
 def _common_options(function):
-    function = click.option("--verbose", "verbose", is_flag=True, help="Print every note from loading and fitting.")(function)
-    function = click.option("--holdout", "holdout", type=click.Choice(HOLDOUT_CHOICES), default=None,
-                            help="Refit without the largest runs and predict them (default: largest-n with >= 4 sizes per group, else none).")(function)
-    function = click.option("--e", "e_mode", type=click.Choice(E_CHOICES), default="shared", show_default=True,
-                            help="E shared by the groups of a comparison, fitted per group, or held at the data's known entropy rate.")(function)
-    function = click.option("--tracking-uri", "tracking_uri", metavar="URI", default=None,
-                            help="MLflow tracking URI (default: the workspace's embedded store).")(function)
-    function = click.option("--by", "by", metavar="COLS", default=None,
-                            help="Comma-separated grouping columns (default: init.gamma, or gamma for a CSV).")(function)
-    function = click.option("--csv", "csv_path", metavar="FILE", default=None, help="CSV with columns N, D, loss and grouping columns.")(function)
-    function = click.option("--grid", "grid", metavar="NAME", default=None, help="Grid name in the tracking store.")(function)
+    function = click.option(
+        "--verbose", "verbose", is_flag=True, help="Print every note from loading and fitting."
+    )(function)
+    function = click.option(
+        "--holdout",
+        "holdout",
+        type=click.Choice(HOLDOUT_CHOICES),
+        default=None,
+        help="Refit without the largest runs and predict them (default: largest-n with >= 4 sizes per group, else none).",
+    )(function)
+    function = click.option(
+        "--e",
+        "e_mode",
+        type=click.Choice(E_CHOICES),
+        default="shared",
+        show_default=True,
+        help="E shared by the groups of a comparison, fitted per group, or held at the data's known entropy rate.",
+    )(function)
+    function = click.option(
+        "--tracking-uri",
+        "tracking_uri",
+        metavar="URI",
+        default=None,
+        help="MLflow tracking URI (default: the workspace's embedded store).",
+    )(function)
+    function = click.option(
+        "--by",
+        "by",
+        metavar="COLS",
+        default=None,
+        help="Comma-separated grouping columns (default: init.gamma, or gamma for a CSV).",
+    )(function)
+    function = click.option(
+        "--csv",
+        "csv_path",
+        metavar="FILE",
+        default=None,
+        help="CSV with columns N, D, loss and grouping columns.",
+    )(function)
+    function = click.option(
+        "--grid", "grid", metavar="NAME", default=None, help="Grid name in the tracking store."
+    )(function)
     return function
 
 
 @click.command("fit")
 @_common_options
-@click.option("--form", "form", metavar="n|d|joint|isoflop", default=None, help="Fit only this form (default: every applicable one).")
-@click.option("--bootstrap", "bootstrap", metavar="K", type=int, default=1000, show_default=True, help="Bootstrap resamples per fit (0: no CIs).")
+@click.option(
+    "--form",
+    "form",
+    metavar="n|d|joint|isoflop",
+    default=None,
+    help="Fit only this form (default: every applicable one).",
+)
+@click.option(
+    "--bootstrap",
+    "bootstrap",
+    metavar="K",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples per fit (0: no CIs).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document as the last line of stdout.")
-def fit_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, e_mode: str,
-                holdout: str | None, verbose: bool, form: str | None, bootstrap: int, as_json: bool) -> None:
+def fit_command(
+    grid: str | None,
+    csv_path: str | None,
+    by: str | None,
+    tracking_uri: str | None,
+    e_mode: str,
+    holdout: str | None,
+    verbose: bool,
+    form: str | None,
+    bootstrap: int,
+    as_json: bool,
+) -> None:
     """Fit power laws per group, with bootstrap CIs, and say which group descends faster."""
     from analysis.analyze import analyze
     from analysis.export import to_json
@@ -98,8 +155,14 @@ def fit_command(grid: str | None, csv_path: str | None, by: str | None, tracking
         if bootstrap < 0:
             raise AnalysisError(f"--bootstrap: must be >= 0, got {bootstrap}")
         table = _load(grid, csv_path, tracking_uri)
-        result = analyze(table, by=_parse_by(by), forms=[form] if form else None, n_bootstrap=bootstrap,
-                         e_mode=e_mode, holdout=holdout)
+        result = analyze(
+            table,
+            by=_parse_by(by),
+            forms=[form] if form else None,
+            n_bootstrap=bootstrap,
+            e_mode=e_mode,
+            holdout=holdout,
+        )
     except AnalysisError as exc:
         _fail(str(exc))
         return
@@ -138,10 +201,31 @@ def _fit_table(analysis) -> str:
 
 @click.command("report")
 @_common_options
-@click.option("--out", "out", metavar="FILE.html", default=None, help="Report path (default: <workspace>/reports/<name>/report.html).")
-@click.option("--png", "png", metavar="DIR", default=None, help="Also write the main figures as PNG files into DIR (needs kaleido and a Chromium).")
-def report_command(grid: str | None, csv_path: str | None, by: str | None, tracking_uri: str | None, e_mode: str,
-                   holdout: str | None, verbose: bool, out: str | None, png: str | None) -> None:
+@click.option(
+    "--out",
+    "out",
+    metavar="FILE.html",
+    default=None,
+    help="Report path (default: <workspace>/reports/<name>/report.html).",
+)
+@click.option(
+    "--png",
+    "png",
+    metavar="DIR",
+    default=None,
+    help="Also write the main figures as PNG files into DIR (needs kaleido and a Chromium).",
+)
+def report_command(
+    grid: str | None,
+    csv_path: str | None,
+    by: str | None,
+    tracking_uri: str | None,
+    e_mode: str,
+    holdout: str | None,
+    verbose: bool,
+    out: str | None,
+    png: str | None,
+) -> None:
     """Write a self-contained HTML report (with fit.json and fits.csv beside it); print the verdict."""
     from analysis.analyze import analyze
     from analysis.export import write_outputs
@@ -154,7 +238,9 @@ def report_command(grid: str | None, csv_path: str | None, by: str | None, track
         path = Path(out) if out else default_report_path(table.name)
         if path.suffix.lower() not in (".html", ".htm"):
             raise AnalysisError(f"--out: {path}: the report is an HTML file (end the name in .html)")
-        result = analyze(table, by=_parse_by(by), n_bootstrap=REPORT_BOOTSTRAP, e_mode=e_mode, holdout=holdout)
+        result = analyze(
+            table, by=_parse_by(by), n_bootstrap=REPORT_BOOTSTRAP, e_mode=e_mode, holdout=holdout
+        )
         try:
             write_report(result, path)
             write_outputs(result, path.parent)

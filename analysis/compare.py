@@ -15,15 +15,25 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
 
 from analysis.bootstrap import percentile_ci
 from analysis.fit import EXPONENT_AXIS, FitResult
-from analysis.labels import AXIS_NOUNS, FORM_TITLES, PARAM_SYMBOLS, format_axis_value, format_ci, format_number, group_label, slice_label
+from analysis.labels import (
+    AXIS_NOUNS,
+    FORM_TITLES,
+    PARAM_SYMBOLS,
+    format_axis_value,
+    format_ci,
+    format_number,
+    group_label,
+    slice_label,
+)
 
 EXPONENTS = {"n": ("alpha",), "d": ("beta",), "joint": ("alpha", "beta"), "isoflop": ("a", "b")}
 
@@ -120,8 +130,14 @@ def compare_pair(one: FitResult, two: FitResult, exponent: str, ci_level: float 
     crossovers: tuple[Crossover, ...] = ()
     if one.form != "isoflop":
         better, worse = (one, two) if faster is None or faster == one.group else (two, one)
-        multipliers = tuple(m for m in (_multiplier(better, worse, axis, ci_level),
-                                        _flops_multiplier(better, worse, ci_level) if one.form == "joint" and axis == "N" else None) if m)
+        multipliers = tuple(
+            m
+            for m in (
+                _multiplier(better, worse, axis, ci_level),
+                _flops_multiplier(better, worse, ci_level) if one.form == "joint" and axis == "N" else None,
+            )
+            if m
+        )
         crossovers = tuple(_crossovers(one, two, axis))
     comparison = Comparison(
         form=one.form,
@@ -164,12 +180,16 @@ def _param_arrays(fit: FitResult, draws: bool) -> dict[str, np.ndarray]:
     names = ("E", "A", "alpha", "B", "beta")
     if draws and fit.samples:
         k = len(next(iter(fit.samples.values())))
-        return {p: np.asarray(fit.samples.get(p, np.full(k, fit.params.get(p, np.nan))), float) for p in names}
+        return {
+            p: np.asarray(fit.samples.get(p, np.full(k, fit.params.get(p, np.nan))), float) for p in names
+        }
     return {p: np.array([fit.params.get(p, np.nan)], float) for p in names}
 
 
 def _term(coef: np.ndarray, x: float, expo: np.ndarray) -> np.ndarray:
-    return np.where(np.isfinite(coef) & np.isfinite(expo), np.nan_to_num(coef) * np.power(x, -np.nan_to_num(expo)), 0.0)
+    return np.where(
+        np.isfinite(coef) & np.isfinite(expo), np.nan_to_num(coef) * np.power(x, -np.nan_to_num(expo)), 0.0
+    )
 
 
 def _loss_at(p: Mapping[str, np.ndarray], form: str, n: float, d: float) -> np.ndarray:
@@ -181,7 +201,9 @@ def _loss_at(p: Mapping[str, np.ndarray], form: str, n: float, d: float) -> np.n
     return e + _term(p["A"], n, p["alpha"]) + _term(p["B"], d, p["beta"])
 
 
-def _solve_axis(p: Mapping[str, np.ndarray], form: str, axis: str, target: np.ndarray, n_ref: float, d_ref: float) -> np.ndarray:
+def _solve_axis(
+    p: Mapping[str, np.ndarray], form: str, axis: str, target: np.ndarray, n_ref: float, d_ref: float
+) -> np.ndarray:
     """The value of ``axis`` at which curve ``p`` reaches ``target`` (inf when it never does)."""
     coef, expo = (p["A"], p["alpha"]) if axis == "N" else (p["B"], p["beta"])
     rest = target - np.nan_to_num(p["E"])
@@ -199,7 +221,13 @@ def _multiplier(better: FitResult, worse: FitResult, axis: str, ci_level: float)
     at = float(np.nanmax(xs))
     n_ref = float(np.nanmax(better.n_params)) if better.n_params.size else np.nan
     d_ref = float(np.nanmax(better.tokens)) if better.tokens.size else np.nan
-    fixed = {"D": d_ref} if (better.form == "joint" and axis == "N") else {"N": n_ref} if better.form == "joint" else {}
+    fixed = (
+        {"D": d_ref}
+        if (better.form == "joint" and axis == "N")
+        else {"N": n_ref}
+        if better.form == "joint"
+        else {}
+    )
     n_at, d_at = (at, d_ref) if axis == "N" else (n_ref, at)
 
     def solve(draws: bool) -> np.ndarray:
@@ -218,11 +246,20 @@ def _multiplier(better: FitResult, worse: FitResult, axis: str, ci_level: float)
         ci = percentile_ci(np.where(np.isnan(draws), np.nan, draws), ci_level)
         if any(math.isnan(v) for v in ci):
             ci = None
-    return Multiplier(axis, at, target, value if math.isfinite(value) else (math.inf if value == math.inf else None),
-                      ci, _multiplier_message(better, worse, axis, at, value, fixed), fixed)
+    return Multiplier(
+        axis,
+        at,
+        target,
+        value if math.isfinite(value) else (math.inf if value == math.inf else None),
+        ci,
+        _multiplier_message(better, worse, axis, at, value, fixed),
+        fixed,
+    )
 
 
-def _multiplier_message(better: FitResult, worse: FitResult, axis: str, at: float, value: float, fixed: Mapping[str, float]) -> str:
+def _multiplier_message(
+    better: FitResult, worse: FitResult, axis: str, at: float, value: float, fixed: Mapping[str, float]
+) -> str:
     where = f"{axis}={format_axis_value(axis, at)}" + ("" if not fixed else " (" + slice_label(fixed) + ")")
     b, w = group_label(better.group), group_label(worse.group)
     noun = AXIS_NOUNS[axis]
@@ -249,7 +286,9 @@ def _frontier_excess(p: Mapping[str, np.ndarray], flops: float, k: float) -> tup
     """
     a, alpha, b, beta = p["A"], p["alpha"], p["B"], p["beta"]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        n_opt = np.power(alpha * a / (beta * b), 1.0 / (alpha + beta)) * np.power(flops / k, beta / (alpha + beta))
+        n_opt = np.power(alpha * a / (beta * b), 1.0 / (alpha + beta)) * np.power(
+            flops / k, beta / (alpha + beta)
+        )
         d_opt = flops / (k * n_opt)
         excess = a * np.power(n_opt, -alpha) + b * np.power(d_opt, -beta)
         slope = alpha * beta / (alpha + beta)
@@ -286,8 +325,15 @@ def _flops_multiplier(better: FitResult, worse: FitResult, ci_level: float) -> M
     message = _multiplier_message(better, worse, "FLOPs", at, value, {}).replace(
         f"at FLOPs={format_axis_value('FLOPs', at)}", f"at C={at:.2e} FLOPs on the compute-optimal frontier"
     )
-    return Multiplier("FLOPs", at, float(target[0]), value if math.isfinite(value) else (math.inf if value == math.inf else None),
-                      ci, message, {})
+    return Multiplier(
+        "FLOPs",
+        at,
+        float(target[0]),
+        value if math.isfinite(value) else (math.inf if value == math.inf else None),
+        ci,
+        message,
+        {},
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -345,11 +391,15 @@ def _with_verdict(c: Comparison) -> Comparison:
         where += f" at {slice_label(c.slice)}"
     pair = f"{sym} = {_exp_text(c.first_value, c.first_ci)} for {first} vs {_exp_text(c.second_value, c.second_ci)} for {second}"
     if c.difference_ci is None:
-        text = (f"{first} has the larger {sym} in {where} ({format_number(c.first_value)} vs {format_number(c.second_value)} for {second}), "
-                "but there are no bootstrap error bars (too few distinct runs per fit, or no bootstrap), so no verdict.")
+        text = (
+            f"{first} has the larger {sym} in {where} ({format_number(c.first_value)} vs {format_number(c.second_value)} for {second}), "
+            "but there are no bootstrap error bars (too few distinct runs per fit, or no bootstrap), so no verdict."
+        )
     elif not c.excludes_zero:
-        text = (f"No significant difference in {sym} ({where}): {pair}; difference "
-                f"{format_number(c.difference)} {format_ci(c.difference_ci)} includes 0.")
+        text = (
+            f"No significant difference in {sym} ({where}): {pair}; difference "
+            f"{format_number(c.difference)} {format_ci(c.difference_ci)} includes 0."
+        )
     else:
         faster, slower = (first, second) if c.faster == c.first else (second, first)
         if c.form == "isoflop":
@@ -357,10 +407,15 @@ def _with_verdict(c: Comparison) -> Comparison:
             head = f"{faster}'s compute-optimal {grows} grows faster with compute"
         else:
             head = f"{faster} descends faster in {c.axis} ({where})"
-        text = (f"{head}: {pair}; difference {format_number(c.difference)} {format_ci(c.difference_ci)} excludes 0.")
+        text = f"{head}: {pair}; difference {format_number(c.difference)} {format_ci(c.difference_ci)} excludes 0."
         for m in c.multipliers:
             text += " " + m.message
-            if m.ci and m.value is not None and math.isfinite(m.value) and all(math.isfinite(v) for v in m.ci):
+            if (
+                m.ci
+                and m.value is not None
+                and math.isfinite(m.value)
+                and all(math.isfinite(v) for v in m.ci)
+            ):
                 text = text[:-1] + f" ({c.ci_level:.0%} CI {format_ci(m.ci)}×)."
     return dataclasses.replace(c, verdict=text)
 

@@ -20,8 +20,8 @@ A *loss spike* is a ``train/loss`` record above ``SPIKE_FACTOR`` (1.25) × the m
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,7 +46,9 @@ SPIKE_WINDOW = 5
 def count_spikes(losses: Sequence[float], factor: float = SPIKE_FACTOR, window: int = SPIKE_WINDOW) -> int:
     """Train-loss records above ``factor`` × the median of the ``window`` records before them."""
     values = np.asarray(losses, dtype=float)
-    return sum(1 for i in range(window, len(values)) if values[i] > factor * np.median(values[i - window : i]))
+    return sum(
+        1 for i in range(window, len(values)) if values[i] > factor * np.median(values[i - window : i])
+    )
 
 
 def spikes_per_run(histories: pd.DataFrame) -> pd.Series:
@@ -69,9 +71,16 @@ class Best:
     candidates: tuple[str, ...]
 
 
-def best_group(metric: str, samples: dict[str, Samples], candidates: Sequence[str], numeric: dict[str, float],
-               lower_is_better: bool, n_boot: int, rng: np.random.Generator,
-               level: float = DEFAULT_CI_LEVEL) -> Best | None:
+def best_group(
+    metric: str,
+    samples: dict[str, Samples],
+    candidates: Sequence[str],
+    numeric: dict[str, float],
+    lower_is_better: bool,
+    n_boot: int,
+    rng: np.random.Generator,
+    level: float = DEFAULT_CI_LEVEL,
+) -> Best | None:
     """The candidate with the best mean ``metric`` over the cells all candidates share; None
     with fewer than two candidates or no shared cell."""
     candidates = [c for c in candidates if c in samples]
@@ -105,14 +114,22 @@ def _winners(values: np.ndarray) -> np.ndarray:
 class CriticalGamma:
     """Per-group final loss, probe accuracy and stability, and the best groups."""
 
-    table: pd.DataFrame  # one row per group label: runs, finished, diverged, spiky_runs, spikes, loss, probe ...
+    table: (
+        pd.DataFrame
+    )  # one row per group label: runs, finished, diverged, spiky_runs, spikes, loss, probe ...
     best_loss: Best | None
     best_probe: Best | None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def critical_gamma(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str],
-                   n_boot: int = 1000, seed: int = 0, level: float = DEFAULT_CI_LEVEL) -> CriticalGamma:
+def critical_gamma(
+    runs: pd.DataFrame,
+    histories: pd.DataFrame,
+    by: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = DEFAULT_CI_LEVEL,
+) -> CriticalGamma:
     """Final loss, probe rates and stability per group; the best group by loss among the groups
     none of whose runs diverged, and the best by held-out compositional rate."""
     rng = np.random.default_rng(seed)
@@ -128,9 +145,13 @@ def critical_gamma(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str
         members = groups.index[groups == label]
         done = finished.index.intersection(members)
         row = {
-            "group": label, "gamma": numeric.get(label), "runs": len(members), "finished": len(done),
+            "group": label,
+            "gamma": numeric.get(label),
+            "runs": len(members),
+            "finished": len(done),
             "diverged": int((indexed.loc[members, "state"] == "diverged").sum()),
-            "spiky_runs": int((spikes.loc[members] > 0).sum()), "spikes": float(spikes.loc[members].mean()),
+            "spiky_runs": int((spikes.loc[members] > 0).sum()),
+            "spikes": float(spikes.loc[members].mean()),
             "loss": float(finished.loc[done, "loss"].mean()) if len(done) else math.nan,
         }
         for metric in PROBE_METRICS:
@@ -146,7 +167,9 @@ def critical_gamma(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str
     best_probe = None
     if probe["probe/heldout_compositional"].notna().any():
         probe_samples = group_samples(probe["probe/heldout_compositional"], groups, cell_of)
-        best_probe = best_group("probe/heldout_compositional", probe_samples, order, numeric, False, n_boot, rng, level)
+        best_probe = best_group(
+            "probe/heldout_compositional", probe_samples, order, numeric, False, n_boot, rng, level
+        )
     if best_loss is None:
         notes.append("no best γ by loss: fewer than two stable groups share an (N, D) cell")
     return CriticalGamma(table, best_loss, best_probe, tuple(notes))

@@ -76,15 +76,29 @@ def fit_to_dict(fit: FitResult) -> dict[str, Any]:
         "shared_with": fit.extra.get("shared_with", []),
         "resampled": fit.extra.get("resampled", "runs of this group" if fit.n_bootstrap else None),
         "rms_residual": fit.rms_residual,
-        "ci_relative": {p: max(abs(lo - fit.params[p]), abs(hi - fit.params[p])) / abs(fit.params[p])
-                        for p, (lo, hi) in fit.ci.items() if p in ("alpha", "beta") and fit.params[p]},
+        "ci_relative": {
+            p: max(abs(lo - fit.params[p]), abs(hi - fit.params[p])) / abs(fit.params[p])
+            for p, (lo, hi) in fit.ci.items()
+            if p in ("alpha", "beta") and fit.params[p]
+        },
         "at_bound": params_at_bound(fit),
-        "range": {"N": [float(n.min()), float(n.max())] if n.size else None, "D": [float(d.min()), float(d.max())] if d.size else None},
+        "range": {
+            "N": [float(n.min()), float(n.max())] if n.size else None,
+            "D": [float(d.min()), float(d.max())] if d.size else None,
+        },
     }
     if fit.form == "isoflop":
         out["slices"] = [
-            {"FLOPs": s.train_flops, "n_points": s.n_points, "N_opt": s.n_opt, "D_opt": s.tokens_opt, "loss_opt": s.loss_opt,
-             "ok": s.ok, "extrapolated": s.extrapolated, "message": s.message}
+            {
+                "FLOPs": s.train_flops,
+                "n_points": s.n_points,
+                "N_opt": s.n_opt,
+                "D_opt": s.tokens_opt,
+                "loss_opt": s.loss_opt,
+                "ok": s.ok,
+                "extrapolated": s.extrapolated,
+                "message": s.message,
+            }
             for s in fit.extra.get("slices", ())
         ]
     return _clean(out)
@@ -92,65 +106,102 @@ def fit_to_dict(fit: FitResult) -> dict[str, Any]:
 
 def comparison_to_dict(c: Comparison) -> dict[str, Any]:
     """One pairwise comparison as a JSON-ready dict."""
-    return _clean({
-        "form": c.form,
-        "slice": c.slice,
-        "exponent": c.exponent,
-        "axis": c.axis,
-        "first": c.first,
-        "second": c.second,
-        "first_value": c.first_value,
-        "second_value": c.second_value,
-        "first_ci": c.first_ci,
-        "second_ci": c.second_ci,
-        "difference": c.difference,
-        "difference_ci": c.difference_ci,
-        "excludes_zero": c.excludes_zero,
-        "faster": c.faster,
-        "multipliers": [
-            {"axis": m.axis, "at": m.at, "fixed": m.fixed, "target_loss": m.target_loss, "value": m.value, "ci": m.ci, "message": m.message}
-            for m in c.multipliers
-        ],
-        "crossovers": [{"axis": x.axis, "at": x.at, "loss": x.loss, "within_range": x.within_range, "fixed": x.fixed} for x in c.crossovers],
-        "verdict": c.verdict,
-    })
+    return _clean(
+        {
+            "form": c.form,
+            "slice": c.slice,
+            "exponent": c.exponent,
+            "axis": c.axis,
+            "first": c.first,
+            "second": c.second,
+            "first_value": c.first_value,
+            "second_value": c.second_value,
+            "first_ci": c.first_ci,
+            "second_ci": c.second_ci,
+            "difference": c.difference,
+            "difference_ci": c.difference_ci,
+            "excludes_zero": c.excludes_zero,
+            "faster": c.faster,
+            "multipliers": [
+                {
+                    "axis": m.axis,
+                    "at": m.at,
+                    "fixed": m.fixed,
+                    "target_loss": m.target_loss,
+                    "value": m.value,
+                    "ci": m.ci,
+                    "message": m.message,
+                }
+                for m in c.multipliers
+            ],
+            "crossovers": [
+                {"axis": x.axis, "at": x.at, "loss": x.loss, "within_range": x.within_range, "fixed": x.fixed}
+                for x in c.crossovers
+            ],
+            "verdict": c.verdict,
+        }
+    )
 
 
 def gap_to_dict(g: GapComparison) -> dict[str, Any]:
     """One pairwise gap comparison as a JSON-ready dict (gap = loss(second) − loss(first))."""
-    return _clean({
-        "first": g.first,
-        "second": g.second,
-        "cells": [{"N": c.n_params, "D": c.tokens, "FLOPs": c.train_flops, "first_loss": c.first_loss,
-                   "second_loss": c.second_loss, "gap": c.gap, "ci": c.ci, "n_seeds": c.n_seeds} for c in g.cells],
-        "first_lower": g.first_lower,
-        "second_lower": g.second_lower,
-        "mean_gap": g.mean_gap,
-        "mean_ci": g.mean_ci,
-        "trends": [{"axis": t.axis, "slope_per_decade": t.slope, "ci": t.ci, "n_cells": t.n_cells, "controls": list(t.controls),
-                    "significant": t.significant} for t in g.trends],
-        "faster": g.faster,
-        "text": g.text,
-    })
+    return _clean(
+        {
+            "first": g.first,
+            "second": g.second,
+            "cells": [
+                {
+                    "N": c.n_params,
+                    "D": c.tokens,
+                    "FLOPs": c.train_flops,
+                    "first_loss": c.first_loss,
+                    "second_loss": c.second_loss,
+                    "gap": c.gap,
+                    "ci": c.ci,
+                    "n_seeds": c.n_seeds,
+                }
+                for c in g.cells
+            ],
+            "first_lower": g.first_lower,
+            "second_lower": g.second_lower,
+            "mean_gap": g.mean_gap,
+            "mean_ci": g.mean_ci,
+            "trends": [
+                {
+                    "axis": t.axis,
+                    "slope_per_decade": t.slope,
+                    "ci": t.ci,
+                    "n_cells": t.n_cells,
+                    "controls": list(t.controls),
+                    "significant": t.significant,
+                }
+                for t in g.trends
+            ],
+            "faster": g.faster,
+            "text": g.text,
+        }
+    )
 
 
 def holdout_to_dict(p: HoldoutPrediction) -> dict[str, Any]:
     """One held-out cell's prediction as a JSON-ready dict."""
-    return _clean({
-        "group": group_label(p.group),
-        "form": p.form,
-        "slice": p.slice,
-        "N": p.n_params,
-        "D": p.tokens,
-        "n_held_out": p.n_held_out,
-        "n_fitted": p.n_fitted,
-        "predicted": p.predicted,
-        "actual": p.actual,
-        "relative_error": p.relative_error,
-        "interval": p.interval,
-        "inside": p.inside,
-        "e_mode": p.e_mode,
-    })
+    return _clean(
+        {
+            "group": group_label(p.group),
+            "form": p.form,
+            "slice": p.slice,
+            "N": p.n_params,
+            "D": p.tokens,
+            "n_held_out": p.n_held_out,
+            "n_fitted": p.n_fitted,
+            "predicted": p.predicted,
+            "actual": p.actual,
+            "relative_error": p.relative_error,
+            "interval": p.interval,
+            "inside": p.inside,
+            "e_mode": p.e_mode,
+        }
+    )
 
 
 def competence(analysis: Analysis) -> dict[str, Any]:
@@ -166,12 +217,14 @@ def competence(analysis: Analysis) -> dict[str, Any]:
         final = rows["loss"].to_numpy(float)
         start = np.array([first.get(r, np.nan) for r in rows["run_id"]])
         drop = start - final
-        out.append({
-            "group": group_label(dict(zip(analysis.by, values))),
-            "untrained_loss": float(np.nanmedian(start)) if np.isfinite(start).any() else None,
-            "final_loss": [float(np.nanmin(final)), float(np.nanmax(final))] if final.size else None,
-            "min_drop": float(np.nanmin(drop)) if np.isfinite(drop).any() else None,
-        })
+        out.append(
+            {
+                "group": group_label(dict(zip(analysis.by, values))),
+                "untrained_loss": float(np.nanmedian(start)) if np.isfinite(start).any() else None,
+                "final_loss": [float(np.nanmin(final)), float(np.nanmax(final))] if final.size else None,
+                "min_drop": float(np.nanmin(drop)) if np.isfinite(drop).any() else None,
+            }
+        )
     return _clean(out)
 
 
@@ -185,7 +238,11 @@ def phase_to_dict(diagram: PhaseDiagram | None) -> dict[str, Any] | None:
         cell = {"depth": int(depth), "gamma": float(gamma), "solution": solutions[(depth, gamma)]}
         for metric in PHASE_METRICS:
             name = metric.removeprefix("probe/")
-            cell[name] = {"mean": row[(metric, "mean")], "sd": row[(metric, "std")], "runs": int(row[(metric, "count")])}
+            cell[name] = {
+                "mean": row[(metric, "mean")],
+                "sd": row[(metric, "std")],
+                "runs": int(row[(metric, "count")]),
+            }
         cells.append(cell)
     return {
         "competent_seen_accuracy": COMPETENT_SEEN_ACCURACY,
@@ -201,39 +258,45 @@ def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
     """The whole analysis: the ``--json`` document and the content of ``fit.json``."""
     runs = analysis.table.runs
     not_fitted = analysis.table.not_finished
-    return _clean({
-        "schema": SCHEMA_VERSION,
-        "source": analysis.table.source,
-        "name": analysis.table.name,
-        "by": list(analysis.by),
-        "forms": list(analysis.forms),
-        "n_bootstrap": analysis.n_bootstrap,
-        "ci_level": analysis.ci_level,
-        "seed": analysis.seed,
-        "e_mode": analysis.e_mode,
-        "e_known": analysis.e_known,
-        "verdict": analysis.verdict.to_dict() if analysis.verdict else None,
-        "runs": {
-            "total": len(runs),
-            "finished": int((runs["state"] == "finished").sum()),
-            "not_fitted": [
-                {"run_id": r.run_id, "state": r.state, "reason": r.reason if isinstance(r.reason, str) else None}
-                for r in not_fitted.itertuples()
-            ],
-        },
-        "fits": [fit_to_dict(f) for f in analysis.fits],
-        "comparison": {
+    return _clean(
+        {
+            "schema": SCHEMA_VERSION,
+            "source": analysis.table.source,
+            "name": analysis.table.name,
             "by": list(analysis.by),
-            "summary": summary_lines(analysis),
-            "pairs": [comparison_to_dict(c) for c in analysis.comparisons],
-        },
-        "gap": [gap_to_dict(g) for g in analysis.gaps],
-        "holdout_mode": analysis.holdout_mode,
-        "holdout": [holdout_to_dict(p) for p in analysis.holdout],
-        "competence": competence(analysis),
-        "phase": None if analysis.scaling else phase_to_dict(table_phase_diagram(analysis.table)),
-        "messages": list(analysis.messages),
-    })
+            "forms": list(analysis.forms),
+            "n_bootstrap": analysis.n_bootstrap,
+            "ci_level": analysis.ci_level,
+            "seed": analysis.seed,
+            "e_mode": analysis.e_mode,
+            "e_known": analysis.e_known,
+            "verdict": analysis.verdict.to_dict() if analysis.verdict else None,
+            "runs": {
+                "total": len(runs),
+                "finished": int((runs["state"] == "finished").sum()),
+                "not_fitted": [
+                    {
+                        "run_id": r.run_id,
+                        "state": r.state,
+                        "reason": r.reason if isinstance(r.reason, str) else None,
+                    }
+                    for r in not_fitted.itertuples()
+                ],
+            },
+            "fits": [fit_to_dict(f) for f in analysis.fits],
+            "comparison": {
+                "by": list(analysis.by),
+                "summary": summary_lines(analysis),
+                "pairs": [comparison_to_dict(c) for c in analysis.comparisons],
+            },
+            "gap": [gap_to_dict(g) for g in analysis.gaps],
+            "holdout_mode": analysis.holdout_mode,
+            "holdout": [holdout_to_dict(p) for p in analysis.holdout],
+            "competence": competence(analysis),
+            "phase": None if analysis.scaling else phase_to_dict(table_phase_diagram(analysis.table)),
+            "messages": list(analysis.messages),
+        }
+    )
 
 
 def to_json(analysis: Analysis) -> str:
@@ -255,8 +318,14 @@ def fits_rows(analysis: Analysis) -> tuple[list[str], list[dict[str, Any]]]:
     rows = []
     for f in analysis.fits:
         row: dict[str, Any] = {c: f.group.get(c) for c in group_cols}
-        row.update(form=f.form, slice=";".join(f"{k}={v:.6g}" for k, v in f.slice.items()), ok=f.ok,
-                   n_points=f.n_points, n_bootstrap=f.n_bootstrap, ci_level=f.ci_level)
+        row.update(
+            form=f.form,
+            slice=";".join(f"{k}={v:.6g}" for k, v in f.slice.items()),
+            ok=f.ok,
+            n_points=f.n_points,
+            n_bootstrap=f.n_bootstrap,
+            ci_level=f.ci_level,
+        )
         for p in present:
             lo, hi = f.ci.get(p, (None, None))
             row.update({p: _num(f.params.get(p)), f"{p}_low": _num(lo), f"{p}_high": _num(hi)})
@@ -269,7 +338,10 @@ def write_outputs(analysis: Analysis, directory: Path) -> tuple[Path, Path]:
     """Write ``fit.json`` and ``fits.csv`` into ``directory``; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     json_path = directory / "fit.json"
-    json_path.write_text(json.dumps(analysis_to_dict(analysis), ensure_ascii=False, allow_nan=False, indent=2) + "\n", encoding="utf-8")
+    json_path.write_text(
+        json.dumps(analysis_to_dict(analysis), ensure_ascii=False, allow_nan=False, indent=2) + "\n",
+        encoding="utf-8",
+    )
     csv_path = directory / "fits.csv"
     columns, rows = fits_rows(analysis)
     with csv_path.open("w", newline="", encoding="utf-8") as handle:

@@ -7,7 +7,8 @@ bootstrap bands are shaded fills between the pointwise percentile curves.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,9 +22,26 @@ from analysis.holdout import HoldoutPrediction
 from analysis.labels import FORM_TITLES, PARAM_SYMBOLS, format_axis_value, group_label, slice_label
 
 # Okabe & Ito's colour-blind-safe palette (yellow dropped: unreadable on white).
-PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#882255", "#44AA99", "#999933")
+PALETTE = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#882255",
+    "#44AA99",
+    "#999933",
+)
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
-AXIS_TITLES = {"N": "parameters N", "D": "training tokens D", "FLOPs": "training compute C (FLOPs)", "step": "step", "tokens": "tokens seen"}
+AXIS_TITLES = {
+    "N": "parameters N",
+    "D": "training tokens D",
+    "FLOPs": "training compute C (FLOPs)",
+    "step": "step",
+    "tokens": "tokens seen",
+}
 
 
 def group_colors(groups: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -37,7 +55,15 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, log_x: bool = True, log_y: bool = True, height: int = 460) -> go.Figure:
+def _layout(
+    fig: go.Figure,
+    title: str,
+    x_title: str,
+    y_title: str,
+    log_x: bool = True,
+    log_y: bool = True,
+    height: int = 460,
+) -> go.Figure:
     fig.update_layout(
         template="plotly_white",
         title={"text": title, "x": 0.0, "xanchor": "left", "font": {"size": 15}},
@@ -47,7 +73,14 @@ def _layout(fig: go.Figure, title: str, x_title: str, y_title: str, log_x: bool 
         legend={"bgcolor": "rgba(255,255,255,0.8)", "bordercolor": "#ddd", "borderwidth": 1},
         hoverlabel={"font": {"family": FONT}},
     )
-    axis = {"showline": True, "linecolor": "#444", "mirror": True, "ticks": "outside", "gridcolor": "#eee", "zeroline": False}
+    axis = {
+        "showline": True,
+        "linecolor": "#444",
+        "mirror": True,
+        "ticks": "outside",
+        "gridcolor": "#eee",
+        "zeroline": False,
+    }
     fig.update_xaxes(title_text=x_title, type="log" if log_x else "linear", **axis)
     fig.update_yaxes(title_text=y_title, type="log" if log_y else "linear", **axis)
     return fig
@@ -62,18 +95,61 @@ def _group_of(row: pd.Series, by: Sequence[str]) -> dict[str, Any]:
     return {c: plain_value(row[c]) for c in by}
 
 
-def _add_curve(fig: go.Figure, fit: FitResult, x: np.ndarray, y: np.ndarray, band: tuple | None, color: str,
-               name: str, legendgroup: str, opacity: float, show_legend: bool, **position: Any) -> None:
+def _add_curve(
+    fig: go.Figure,
+    fit: FitResult,
+    x: np.ndarray,
+    y: np.ndarray,
+    band: tuple | None,
+    color: str,
+    name: str,
+    legendgroup: str,
+    opacity: float,
+    show_legend: bool,
+    **position: Any,
+) -> None:
     if band is not None:
         lo, hi = band
-        fig.add_trace(go.Scatter(x=x, y=hi, mode="lines", line={"width": 0}, hoverinfo="skip", showlegend=False,
-                                 legendgroup=legendgroup), **position)
-        fig.add_trace(go.Scatter(x=x, y=lo, mode="lines", line={"width": 0}, fill="tonexty",
-                                 fillcolor=_rgba(color, 0.14 * opacity + 0.04), hoverinfo="skip", showlegend=False,
-                                 legendgroup=legendgroup), **position)
-    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=name, legendgroup=legendgroup, showlegend=show_legend,
-                             line={"color": color, "width": 2}, opacity=max(opacity, 0.35),
-                             hovertemplate=f"{name}<br>%{{x:.3s}}: loss %{{y:.4f}}<extra>fit</extra>"), **position)
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=hi,
+                mode="lines",
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=legendgroup,
+            ),
+            **position,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=lo,
+                mode="lines",
+                line={"width": 0},
+                fill="tonexty",
+                fillcolor=_rgba(color, 0.14 * opacity + 0.04),
+                hoverinfo="skip",
+                showlegend=False,
+                legendgroup=legendgroup,
+            ),
+            **position,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=y,
+            mode="lines",
+            name=name,
+            legendgroup=legendgroup,
+            showlegend=show_legend,
+            line={"color": color, "width": 2},
+            opacity=max(opacity, 0.35),
+            hovertemplate=f"{name}<br>%{{x:.3s}}: loss %{{y:.4f}}<extra>fit</extra>",
+        ),
+        **position,
+    )
 
 
 def loss_figure(analysis: Analysis, axis: str, colors: dict[str, str]) -> go.Figure | None:
@@ -99,7 +175,11 @@ def loss_figure(analysis: Analysis, axis: str, colors: dict[str, str]) -> go.Fig
         x = _span(xs)
         if fit.form == "joint":
             ref = float(np.nanmax(fit.tokens if axis == "N" else fit.n_params))
-            kwargs = {"n_params": x, "tokens": np.full_like(x, ref)} if axis == "N" else {"n_params": np.full_like(x, ref), "tokens": x}
+            kwargs = (
+                {"n_params": x, "tokens": np.full_like(x, ref)}
+                if axis == "N"
+                else {"n_params": np.full_like(x, ref), "tokens": x}
+            )
             name = f"{label}: joint fit at {other}={format_axis_value(other, ref)}"
         else:
             kwargs = {"n_params": x} if axis == "N" else {"tokens": x}
@@ -114,12 +194,23 @@ def loss_figure(analysis: Analysis, axis: str, colors: dict[str, str]) -> go.Fig
     for group, rows in _group_rows(finished, analysis.by):
         label = group_label(group)
         color = colors.get(label, PALETTE[0])
-        hover = [f"{r.run_id}<br>N={format_axis_value('N', r.N)}, D={format_axis_value('D', r.D)}<br>loss {r.loss:.4f}"
-                 for r in rows.itertuples()]
-        fig.add_trace(go.Scatter(x=rows[axis], y=rows["loss"], mode="markers", name=f"{label} runs", legendgroup=label,
-                                 showlegend=label not in seen,
-                                 marker={"color": color, "size": 8, "line": {"color": "white", "width": 1}},
-                                 text=hover, hovertemplate="%{text}<extra></extra>"))
+        hover = [
+            f"{r.run_id}<br>N={format_axis_value('N', r.N)}, D={format_axis_value('D', r.D)}<br>loss {r.loss:.4f}"
+            for r in rows.itertuples()
+        ]
+        fig.add_trace(
+            go.Scatter(
+                x=rows[axis],
+                y=rows["loss"],
+                mode="markers",
+                name=f"{label} runs",
+                legendgroup=label,
+                showlegend=label not in seen,
+                marker={"color": color, "size": 8, "line": {"color": "white", "width": 1}},
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     title = f"Final loss vs {axis}: {FORM_TITLES[form]}" + (" (joint fit shown)" if fallback and fits else "")
     _layout(fig, title, AXIS_TITLES[axis], "final eval loss (nats)")
     # The axes follow the runs, not the bands: a wide band at an extrapolated end would
@@ -143,7 +234,10 @@ def _group_x(groups: Sequence[dict[str, Any]]) -> tuple[list, str, bool]:
     if len(groups) and all(len(g) == 1 for g in groups):
         key = next(iter(groups[0]))
         values = [g[key] for g in groups]
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v) for v in values):
+        if all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)
+            for v in values
+        ):
             from analysis.labels import AXIS_SYMBOLS
 
             return values, AXIS_SYMBOLS.get(key, key), True
@@ -162,9 +256,13 @@ def exponent_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | N
     if not series:
         return None
     fig = go.Figure()
-    styles = {("joint", "alpha"): ("circle", "#0072B2"), ("joint", "beta"): ("square", "#D55E00"),
-              ("n", "alpha"): ("circle-open", "#0072B2"), ("d", "beta"): ("square-open", "#D55E00"),
-              ("isoflop", "a"): ("diamond", "#009E73")}
+    styles = {
+        ("joint", "alpha"): ("circle", "#0072B2"),
+        ("joint", "beta"): ("square", "#D55E00"),
+        ("n", "alpha"): ("circle-open", "#0072B2"),
+        ("d", "beta"): ("square-open", "#D55E00"),
+        ("isoflop", "a"): ("diamond", "#009E73"),
+    }
     numeric = False
     x_title = "group"
     for (form, p), fits in series.items():
@@ -183,15 +281,36 @@ def exponent_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | N
         symbol, color = styles.get((form, p), ("circle", "#444"))
         name = f"{PARAM_SYMBOLS[p]} ({form}{where})"
         order = np.argsort(x) if numeric else np.arange(len(x))
-        fig.add_trace(go.Scatter(
-            x=[x[i] for i in order], y=[y[i] for i in order], mode="markers+lines" if numeric else "markers", name=name,
-            marker={"symbol": symbol, "size": 10, "color": color, "line": {"width": 1.5, "color": color}},
-            line={"color": color, "width": 1, "dash": "dot"},
-            error_y={"type": "data", "symmetric": False, "array": [hi[i] for i in order], "arrayminus": [lo[i] for i in order],
-                     "color": color, "thickness": 1.5, "width": 6},
-            hovertemplate=f"{name}<br>%{{x}}: %{{y:.4f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[x[i] for i in order],
+                y=[y[i] for i in order],
+                mode="markers+lines" if numeric else "markers",
+                name=name,
+                marker={"symbol": symbol, "size": 10, "color": color, "line": {"width": 1.5, "color": color}},
+                line={"color": color, "width": 1, "dash": "dot"},
+                error_y={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": [hi[i] for i in order],
+                    "arrayminus": [lo[i] for i in order],
+                    "color": color,
+                    "thickness": 1.5,
+                    "width": 6,
+                },
+                hovertemplate=f"{name}<br>%{{x}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
     level = f"{analysis.ci_level:.0%} CI" if analysis.n_bootstrap else "no bootstrap"
-    return _layout(fig, f"Exponents by group (error bars: {level})", x_title, "exponent", log_x=False, log_y=False, height=420)
+    return _layout(
+        fig,
+        f"Exponents by group (error bars: {level})",
+        x_title,
+        "exponent",
+        log_x=False,
+        log_y=False,
+        height=420,
+    )
 
 
 def training_curves_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | None:
@@ -208,7 +327,10 @@ def training_curves_figure(analysis: Analysis, colors: dict[str, str]) -> go.Fig
     fig = go.Figure()
     shown: set[str] = set()
     # Finished runs first, so each group's legend entry shows a solid line.
-    order = sorted(curves["run_id"].unique(), key=lambda r: (runs.loc[r, "state"] != "finished", r) if r in runs.index else (True, r))
+    order = sorted(
+        curves["run_id"].unique(),
+        key=lambda r: (runs.loc[r, "state"] != "finished", r) if r in runs.index else (True, r),
+    )
     for run_id in order:
         points = curves[curves["run_id"] == run_id]
         if run_id not in runs.index:
@@ -218,30 +340,57 @@ def training_curves_figure(analysis: Analysis, colors: dict[str, str]) -> go.Fig
         label = group_label({k: plain_value(v) for k, v in group.items()})
         color = colors.get(label, PALETTE[0])
         points = points.sort_values("step")
-        x = [token_map.get((run_id, s), np.nan) for s in points["step"]] if use_tokens else points["step"].tolist()
+        x = (
+            [token_map.get((run_id, s), np.nan) for s in points["step"]]
+            if use_tokens
+            else points["step"].tolist()
+        )
         x = np.asarray(x, float)
         good = np.isfinite(x) & (x > 0)
         if not good.any():
             continue
         state = row["state"]
         dash = "solid" if state == "finished" else "dot"
-        fig.add_trace(go.Scatter(
-            x=x[good], y=points["value"].to_numpy()[good], mode="lines", name=label, legendgroup=label,
-            showlegend=label not in shown, line={"color": color, "width": 1.4, "dash": dash}, opacity=0.85,
-            hovertemplate=f"{run_id} ({state})<br>N={format_axis_value('N', row['N'])}<br>%{{x:.3s}}: %{{y:.4f}}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=x[good],
+                y=points["value"].to_numpy()[good],
+                mode="lines",
+                name=label,
+                legendgroup=label,
+                showlegend=label not in shown,
+                line={"color": color, "width": 1.4, "dash": dash},
+                opacity=0.85,
+                hovertemplate=f"{run_id} ({state})<br>N={format_axis_value('N', row['N'])}<br>%{{x:.3s}}: %{{y:.4f}}<extra></extra>",
+            )
+        )
         shown.add(label)
     if not fig.data:
         return None
-    return _layout(fig, f"Training curves ({metric}; dotted: not finished)", AXIS_TITLES["tokens" if use_tokens else "step"], metric)
+    return _layout(
+        fig,
+        f"Training curves ({metric}; dotted: not finished)",
+        AXIS_TITLES["tokens" if use_tokens else "step"],
+        metric,
+    )
 
 
 def residuals_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | None:
     """log(observed / fitted) for every point of every fit, one panel per form."""
-    forms = [f for f in ("n", "d", "joint", "isoflop") if any(x.form == f and x.ok and x.residuals.size for x in analysis.fits)]
+    forms = [
+        f
+        for f in ("n", "d", "joint", "isoflop")
+        if any(x.form == f and x.ok and x.residuals.size for x in analysis.fits)
+    ]
     if not forms:
         return None
-    fig = make_subplots(rows=1, cols=len(forms), shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=[FORM_TITLES[f].split(":")[0].split(" = ")[0] for f in forms])
+    fig = make_subplots(
+        rows=1,
+        cols=len(forms),
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=[FORM_TITLES[f].split(":")[0].split(" = ")[0] for f in forms],
+    )
     shown: set[str] = set()
     for col, form in enumerate(forms, start=1):
         for fit in (f for f in analysis.fits if f.form == form and f.ok):
@@ -251,10 +400,21 @@ def residuals_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | 
             if not good.any():
                 continue
             hover = [f"{rid}<br>{slice_label(fit.slice)}" for rid in np.asarray(fit.run_ids)[good]]
-            fig.add_trace(go.Scatter(x=x[good], y=fit.residuals[good], mode="markers", name=label, legendgroup=label,
-                                     showlegend=label not in shown, text=hover,
-                                     marker={"color": colors.get(label, PALETTE[0]), "size": 7, "opacity": 0.8},
-                                     hovertemplate="%{text}<br>%{x:.3s}: %{y:.4f}<extra></extra>"), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=x[good],
+                    y=fit.residuals[good],
+                    mode="markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=label not in shown,
+                    text=hover,
+                    marker={"color": colors.get(label, PALETTE[0]), "size": 7, "opacity": 0.8},
+                    hovertemplate="%{text}<br>%{x:.3s}: %{y:.4f}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
             shown.add(label)
         fig.add_hline(y=0, line={"color": "#888", "width": 1}, row=1, col=col)
         fig.update_xaxes(title_text=AXIS_TITLES["D" if form == "d" else "N"], row=1, col=col)
@@ -270,31 +430,76 @@ def isoflop_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | No
     fits = [f for f in analysis.fits if f.form == "isoflop" and f.extra.get("slices")]
     if not fits:
         return None
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=["IsoFLOP profiles: loss vs N per budget", "Compute-optimal N*(C)"])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.1,
+        subplot_titles=["IsoFLOP profiles: loss vs N per budget", "Compute-optimal N*(C)"],
+    )
     for fit in fits:
         label = group_label(fit.group)
         color = colors.get(label, PALETTE[0])
         slices = fit.extra["slices"]
-        fig.add_trace(go.Scatter(x=fit.n_params, y=fit.loss, mode="markers", name=label, legendgroup=label,
-                                 marker={"color": color, "size": 7, "opacity": 0.75},
-                                 hovertemplate="N %{x:.3s}: loss %{y:.4f}<extra></extra>"), row=1, col=1)
+        fig.add_trace(
+            go.Scatter(
+                x=fit.n_params,
+                y=fit.loss,
+                mode="markers",
+                name=label,
+                legendgroup=label,
+                marker={"color": color, "size": 7, "opacity": 0.75},
+                hovertemplate="N %{x:.3s}: loss %{y:.4f}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
         for s in slices:
             if s.coef_n is None:
                 continue
             x = np.geomspace(s.n_range[0] / 1.2, s.n_range[1] * 1.2, 60)
-            fig.add_trace(go.Scatter(x=x, y=np.polyval(s.coef_n, np.log(x)), mode="lines", legendgroup=label, showlegend=False,
-                                     line={"color": color, "width": 1.5}, hovertemplate=f"C={s.train_flops:.2e}<extra></extra>"), row=1, col=1)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=np.polyval(s.coef_n, np.log(x)),
+                    mode="lines",
+                    legendgroup=label,
+                    showlegend=False,
+                    line={"color": color, "width": 1.5},
+                    hovertemplate=f"C={s.train_flops:.2e}<extra></extra>",
+                ),
+                row=1,
+                col=1,
+            )
         good = [s for s in slices if s.ok]
         if good:
-            fig.add_trace(go.Scatter(x=[s.train_flops for s in good], y=[s.n_opt for s in good], mode="markers", legendgroup=label,
-                                     showlegend=False, marker={"color": color, "size": 9, "symbol": "diamond"},
-                                     hovertemplate="C %{x:.2e}: N* %{y:.3s}<extra></extra>"), row=1, col=2)
+            fig.add_trace(
+                go.Scatter(
+                    x=[s.train_flops for s in good],
+                    y=[s.n_opt for s in good],
+                    mode="markers",
+                    legendgroup=label,
+                    showlegend=False,
+                    marker={"color": color, "size": 9, "symbol": "diamond"},
+                    hovertemplate="C %{x:.2e}: N* %{y:.3s}<extra></extra>",
+                ),
+                row=1,
+                col=2,
+            )
         if fit.ok:
             c = np.geomspace(min(s.train_flops for s in good) / 2, max(s.train_flops for s in good) * 2, 50)
-            fig.add_trace(go.Scatter(x=c, y=fit.params["N_coef"] * c ** fit.params["a"], mode="lines", legendgroup=label,
-                                     showlegend=False, line={"color": color, "width": 2},
-                                     hovertemplate=f"{label}: a={fit.params['a']:.3f}<extra></extra>"), row=1, col=2)
+            fig.add_trace(
+                go.Scatter(
+                    x=c,
+                    y=fit.params["N_coef"] * c ** fit.params["a"],
+                    mode="lines",
+                    legendgroup=label,
+                    showlegend=False,
+                    line={"color": color, "width": 2},
+                    hovertemplate=f"{label}: a={fit.params['a']:.3f}<extra></extra>",
+                ),
+                row=1,
+                col=2,
+            )
     _layout(fig, "IsoFLOP analysis (Hoffmann et al. 2022, approach 2)", "", "")
     fig.update_xaxes(title_text=AXIS_TITLES["N"], row=1, col=1)
     fig.update_yaxes(title_text="final eval loss (nats)", type="linear", row=1, col=1)
@@ -326,18 +531,38 @@ def gap_figure(gap: GapComparison, colors: dict[str, str]) -> go.Figure | None:
         lows = [c.gap - c.ci[0] if c.ci else 0 for c in members]
         highs = [c.ci[1] - c.gap if c.ci else 0 for c in members]
         name = f"{other}={format_axis_value(other, key_of(members[0]))}" if len(levels) > 1 else "cells"
-        fig.add_trace(go.Scatter(
-            x=[x_of(c) for c in members], y=[c.gap for c in members], mode="markers+lines", name=name,
-            line={"color": shade, "width": 1, "dash": "dot"}, marker={"color": shade, "size": 9},
-            error_y={"type": "data", "array": highs, "arrayminus": lows, "visible": any(c.ci for c in members)},
-            hovertemplate=f"{axis} %{{x:.3s}}: gap %{{y:.4f}} nats<extra>{name}</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[x_of(c) for c in members],
+                y=[c.gap for c in members],
+                mode="markers+lines",
+                name=name,
+                line={"color": shade, "width": 1, "dash": "dot"},
+                marker={"color": shade, "size": 9},
+                error_y={
+                    "type": "data",
+                    "array": highs,
+                    "arrayminus": lows,
+                    "visible": any(c.ci for c in members),
+                },
+                hovertemplate=f"{axis} %{{x:.3s}}: gap %{{y:.4f}} nats<extra>{name}</extra>",
+            )
+        )
     if head is not None and head.axis == axis and not head.controls:
         xs = np.array([x_of(c) for c in cells])
         gaps = np.array([c.gap for c in cells])
         line_x = np.geomspace(xs.min(), xs.max(), 20)
         intercept = gaps.mean() - head.slope * np.log10(xs).mean()
-        fig.add_trace(go.Scatter(x=line_x, y=intercept + head.slope * np.log10(line_x), mode="lines", name="trend",
-                                 line={"color": "#555", "width": 1.5}, hoverinfo="skip"))
+        fig.add_trace(
+            go.Scatter(
+                x=line_x,
+                y=intercept + head.slope * np.log10(line_x),
+                mode="lines",
+                name="trend",
+                line={"color": "#555", "width": 1.5},
+                hoverinfo="skip",
+            )
+        )
     fig.add_hline(y=0, line={"color": "#888", "width": 1})
     title = f"Loss gap per cell: loss({two}) − loss({one}); above 0, {one} is lower"
     return _layout(fig, title, AXIS_TITLES[axis], "loss gap (nats)", log_y=False, height=420)
@@ -354,23 +579,74 @@ def holdout_figure(predictions: Sequence[HoldoutPrediction], colors: dict[str, s
         refit, label = p.refit, group_label(p.group)
         color = colors.get(label, PALETTE[0])
         x = np.geomspace(refit.n_params.min() / 1.2, p.n_params * 1.2, 100)
-        kwargs = {"n_params": x} if refit.form == "n" else {"n_params": x, "tokens": np.full_like(x, p.tokens)}
+        kwargs = (
+            {"n_params": x} if refit.form == "n" else {"n_params": x, "tokens": np.full_like(x, p.tokens)}
+        )
         where = "" if refit.form == "n" else f" at D={format_axis_value('D', p.tokens)}"
-        _add_curve(fig, refit, x, refit.predict(**kwargs), refit.band(**kwargs), color, f"{label}: fit without the held-out runs{where}",
-                   label, 1.0, True)
-        on_curve = np.isclose(refit.tokens, p.tokens, rtol=0.05) if refit.form == "joint" else np.ones(refit.n_points, dtype=bool)
-        fig.add_trace(go.Scatter(x=refit.n_params[on_curve], y=refit.loss[on_curve], mode="markers", name=f"{label}: fitted runs",
-                                 legendgroup=label, showlegend=False, marker={"color": color, "size": 8},
-                                 hovertemplate="N %{x:.3s}: loss %{y:.4f}<extra>fitted</extra>"))
+        _add_curve(
+            fig,
+            refit,
+            x,
+            refit.predict(**kwargs),
+            refit.band(**kwargs),
+            color,
+            f"{label}: fit without the held-out runs{where}",
+            label,
+            1.0,
+            True,
+        )
+        on_curve = (
+            np.isclose(refit.tokens, p.tokens, rtol=0.05)
+            if refit.form == "joint"
+            else np.ones(refit.n_points, dtype=bool)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=refit.n_params[on_curve],
+                y=refit.loss[on_curve],
+                mode="markers",
+                name=f"{label}: fitted runs",
+                legendgroup=label,
+                showlegend=False,
+                marker={"color": color, "size": 8},
+                hovertemplate="N %{x:.3s}: loss %{y:.4f}<extra>fitted</extra>",
+            )
+        )
         if p.interval is not None:
             lo, hi = p.interval
-            fig.add_trace(go.Scatter(
-                x=[p.n_params], y=[p.predicted], mode="markers", name=f"{label}: prediction interval", legendgroup=label,
-                showlegend=False, marker={"color": color, "size": 9, "symbol": "line-ew-open"},
-                error_y={"type": "data", "symmetric": False, "array": [hi - p.predicted], "arrayminus": [p.predicted - lo], "color": color},
-                hovertemplate=f"predicted {p.predicted:.4f} [{lo:.4f}, {hi:.4f}]<extra>{label}</extra>"))
-        fig.add_trace(go.Scatter(
-            x=[p.n_params], y=[p.actual], mode="markers", name=f"{label}: held out, measured ({p.relative_error:+.1%} off)",
-            legendgroup=label, marker={"color": color, "size": 14, "symbol": "star", "line": {"color": "black", "width": 1}},
-            hovertemplate=f"measured %{{y:.4f}}, predicted {p.predicted:.4f}<extra>{label}</extra>"))
-    return _layout(fig, "Hold-out: the largest runs against the law fitted without them", AXIS_TITLES["N"], "final eval loss (nats)")
+            fig.add_trace(
+                go.Scatter(
+                    x=[p.n_params],
+                    y=[p.predicted],
+                    mode="markers",
+                    name=f"{label}: prediction interval",
+                    legendgroup=label,
+                    showlegend=False,
+                    marker={"color": color, "size": 9, "symbol": "line-ew-open"},
+                    error_y={
+                        "type": "data",
+                        "symmetric": False,
+                        "array": [hi - p.predicted],
+                        "arrayminus": [p.predicted - lo],
+                        "color": color,
+                    },
+                    hovertemplate=f"predicted {p.predicted:.4f} [{lo:.4f}, {hi:.4f}]<extra>{label}</extra>",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=[p.n_params],
+                y=[p.actual],
+                mode="markers",
+                name=f"{label}: held out, measured ({p.relative_error:+.1%} off)",
+                legendgroup=label,
+                marker={"color": color, "size": 14, "symbol": "star", "line": {"color": "black", "width": 1}},
+                hovertemplate=f"measured %{{y:.4f}}, predicted {p.predicted:.4f}<extra>{label}</extra>",
+            )
+        )
+    return _layout(
+        fig,
+        "Hold-out: the largest runs against the law fitted without them",
+        AXIS_TITLES["N"],
+        "final eval loss (nats)",
+    )

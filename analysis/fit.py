@@ -23,8 +23,9 @@ N is the number of parameters (``n_params``), D the number of training tokens (`
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,9 @@ def loss_d(tokens: Any, E: float, B: float, beta: float) -> np.ndarray:
     return E + B * np.power(np.asarray(tokens, dtype=float), -beta)
 
 
-def loss_nd(n_params: Any, tokens: Any, E: float, A: float, alpha: float, B: float, beta: float) -> np.ndarray:
+def loss_nd(
+    n_params: Any, tokens: Any, E: float, A: float, alpha: float, B: float, beta: float
+) -> np.ndarray:
     """L(N, D) = E + A·N^-α + B·D^-β, the joint law of parameters N and training tokens D."""
     n = np.asarray(n_params, dtype=float)
     d = np.asarray(tokens, dtype=float)
@@ -152,7 +155,11 @@ class FitResult:
     @property
     def fitted_names(self) -> tuple[str, ...]:
         """Parameters this fit estimated (excludes those absent from the form or held fixed)."""
-        return tuple(p for p in FORM_PARAMS[self.form] if p not in self.fixed and np.isfinite(self.params.get(p, np.nan)))
+        return tuple(
+            p
+            for p in FORM_PARAMS[self.form]
+            if p not in self.fixed and np.isfinite(self.params.get(p, np.nan))
+        )
 
     def predict(self, n_params: Any = None, tokens: Any = None) -> np.ndarray:
         """The fitted loss at ``n_params`` and/or ``tokens`` (power-law forms only)."""
@@ -163,7 +170,9 @@ class FitResult:
         if not self.samples:
             return np.empty((0, np.size(n_params if n_params is not None else tokens)))
         k = len(next(iter(self.samples.values())))
-        draws = {p: self.samples.get(p, np.full(k, self.params.get(p, np.nan))) for p in FORM_PARAMS[self.form]}
+        draws = {
+            p: self.samples.get(p, np.full(k, self.params.get(p, np.nan))) for p in FORM_PARAMS[self.form]
+        }
         n = None if n_params is None else np.asarray(n_params, dtype=float)[None, :]
         d = None if tokens is None else np.asarray(tokens, dtype=float)[None, :]
         col = {p: np.nan_to_num(np.asarray(v, dtype=float), nan=0.0)[:, None] for p, v in draws.items()}
@@ -300,7 +309,9 @@ def clean_points(
         if bad.any():
             ids = ", ".join(str(run_ids[i]) for i in np.flatnonzero(bad)[:5])
             more = "" if bad.sum() <= 5 else f" and {bad.sum() - 5} more"
-            messages.append(f"{_DROPPED}{int(bad.sum())} point(s) with NaN or non-positive {name}: {ids}{more}")
+            messages.append(
+                f"{_DROPPED}{int(bad.sum())} point(s) with NaN or non-positive {name}: {ids}{more}"
+            )
             keep &= ~bad
     return keep, messages
 
@@ -368,7 +379,16 @@ def fit_power_law(
             sub_form, why = partial
             if sub_form is None:
                 return failed(why)
-            sub = fit_power_law(n_arr, d_arr, loss_arr, sub_form, run_ids=ids, train_flops=c_arr, n_starts=n_starts, delta=delta)
+            sub = fit_power_law(
+                n_arr,
+                d_arr,
+                loss_arr,
+                sub_form,
+                run_ids=ids,
+                train_flops=c_arr,
+                n_starts=n_starts,
+                delta=delta,
+            )
             params = {**nan_params, **{k: v for k, v in sub.params.items() if np.isfinite(v)}}
             return FitResult(
                 params=params,
@@ -382,7 +402,9 @@ def fit_power_law(
             )
         with_e = True
         if len(loss_arr) <= 6:
-            messages.append(f"{len(loss_arr)} points for 5 parameters: the fit is barely determined; read the CIs with care")
+            messages.append(
+                f"{len(loss_arr)} points for 5 parameters: the fit is barely determined; read the CIs with care"
+            )
     else:
         axis = _AXIS_NAME[form]
         x = n_arr if form == "n" else d_arr
@@ -391,7 +413,9 @@ def fit_power_law(
             return failed(f"one {axis} only ({x[0]:.4g}): cannot fit L({axis})")
         with_e = distinct >= 3
         if not with_e:
-            messages.append(f"only 2 distinct {axis}: fitted a pure power law with E fixed at 0 (partial result)")
+            messages.append(
+                f"only 2 distinct {axis}: fitted a pure power law with E fixed at 0 (partial result)"
+            )
         elif len(loss_arr) <= 3:
             messages.append(f"{len(loss_arr)} points for 3 parameters: the curve passes through every point")
 
@@ -421,18 +445,30 @@ def _joint_fallback(n_arr: np.ndarray, d_arr: np.ndarray) -> tuple[str | None, s
     if n_n <= 1 and n_d <= 1:
         return None, "one N and one D only: cannot fit L(N, D)"
     if n_n <= 1:
-        return "d", f"one N only ({n_arr[0]:.4g}): L(N, D) is not identifiable; fitted L(D) instead (partial result)"
+        return (
+            "d",
+            f"one N only ({n_arr[0]:.4g}): L(N, D) is not identifiable; fitted L(D) instead (partial result)",
+        )
     if n_d <= 1:
-        return "n", f"one D only ({d_arr[0]:.4g}): L(N, D) is not identifiable; fitted L(N) instead (partial result)"
+        return (
+            "n",
+            f"one D only ({d_arr[0]:.4g}): L(N, D) is not identifiable; fitted L(N) instead (partial result)",
+        )
     # With two values of an axis, E, its coefficient and its exponent are three unknowns
     # for two levels: any exponent fits, so the joint law is not identifiable.
     if n_n == 2 or n_d == 2:
         axis = "N" if n_n == 2 else "D"
-        return None, f"only 2 distinct {axis}: E, the {axis} coefficient and exponent of L(N, D) cannot be separated; see the one-variable fits"
+        return (
+            None,
+            f"only 2 distinct {axis}: E, the {axis} coefficient and exponent of L(N, D) cannot be separated; see the one-variable fits",
+        )
     if len(n_arr) < 5:
         return None, f"{len(n_arr)} points for 5 parameters: cannot fit L(N, D)"
     if locked_together(np.log(n_arr), np.log(d_arr)):
-        return "n", "log D is a linear function of log N in these runs: N and D effects cannot be separated; fitted L(N) along the grid's D schedule instead (partial result)"
+        return (
+            "n",
+            "log D is a linear function of log N in these runs: N and D effects cannot be separated; fitted L(N) along the grid's D schedule instead (partial result)",
+        )
     return None
 
 
@@ -445,9 +481,12 @@ def params_at_bound(fit: FitResult) -> list[str]:
     floor = float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6)
     for name in fit.fitted_names:
         value = fit.params[name]
-        if name in ("alpha", "beta") and not BOUND_EXPONENT[0] + 1e-9 < value < BOUND_EXPONENT[1] - 1e-9:
-            out.append(name)
-        elif name in ("E", "A", "B") and value <= floor:
+        if (
+            name in ("alpha", "beta")
+            and not BOUND_EXPONENT[0] + 1e-9 < value < BOUND_EXPONENT[1] - 1e-9
+            or name in ("E", "A", "B")
+            and value <= floor
+        ):
             out.append(name)
     return out
 
@@ -458,12 +497,20 @@ def bound_messages(params: Mapping[str, float], form: str, e_fitted: bool = True
     axes = {"alpha": "N", "beta": "D"}
     out = []
     if e_fitted and params.get("E", 1.0) <= float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6):
-        out.append(warning("E is at its lower bound (indistinguishable from 0): these runs do not show the curve bending "
-                   "toward a floor, so E and the exponents trade off; read them with care"))
+        out.append(
+            warning(
+                "E is at its lower bound (indistinguishable from 0): these runs do not show the curve bending "
+                "toward a floor, so E and the exponents trade off; read them with care"
+            )
+        )
     for _, name in FORM_TERMS[form]:
         value = params[name]
         if value <= BOUND_EXPONENT[0] + 1e-9:
-            out.append(warning(f"{_SYMBOL[name]} is at 0: the loss does not descend with {axes[name]} in these runs"))
+            out.append(
+                warning(f"{_SYMBOL[name]} is at 0: the loss does not descend with {axes[name]} in these runs")
+            )
         elif value >= BOUND_EXPONENT[1] - 1e-9:
-            out.append(warning(f"{_SYMBOL[name]} hit its upper bound {BOUND_EXPONENT[1]}: the fit is not credible"))
+            out.append(
+                warning(f"{_SYMBOL[name]} hit its upper bound {BOUND_EXPONENT[1]}: the fit is not credible")
+            )
     return out

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,15 +89,21 @@ class GapComparison:
         return None
 
 
-def compare_gaps(finished: pd.DataFrame, by: Sequence[str], ci_level: float = 0.95, seed_column: str | None = None) -> tuple[GapComparison, ...]:
+def compare_gaps(
+    finished: pd.DataFrame, by: Sequence[str], ci_level: float = 0.95, seed_column: str | None = None
+) -> tuple[GapComparison, ...]:
     """Every pair of groups of ``finished`` (columns N, D, FLOPs, loss and ``by``) that share cells,
     the group that is lower in more cells first."""
     if not by:
         return ()
-    frame = finished[np.isfinite(finished["loss"].astype(float)) & (finished["loss"].astype(float) > 0)].copy()
+    frame = finished[
+        np.isfinite(finished["loss"].astype(float)) & (finished["loss"].astype(float) > 0)
+    ].copy()
     frame["_cell"] = cell_ids(frame["N"].to_numpy(float), frame["D"].to_numpy(float))
-    groups = [(dict(zip(by, key if isinstance(key, tuple) else (key,))), rows)
-              for key, rows in frame.groupby(list(by), dropna=False, sort=True)]
+    groups = [
+        (dict(zip(by, key if isinstance(key, tuple) else (key,))), rows)
+        for key, rows in frame.groupby(list(by), dropna=False, sort=True)
+    ]
     out = []
     for (g1, r1), (g2, r2) in itertools.combinations(groups, 2):
         comparison = compare_pair(g1, r1, g2, r2, ci_level, seed_column)
@@ -108,8 +115,14 @@ def compare_gaps(finished: pd.DataFrame, by: Sequence[str], ci_level: float = 0.
     return tuple(out)
 
 
-def compare_pair(first: dict, rows1: pd.DataFrame, second: dict, rows2: pd.DataFrame, ci_level: float,
-                 seed_column: str | None) -> GapComparison | None:
+def compare_pair(
+    first: dict,
+    rows1: pd.DataFrame,
+    second: dict,
+    rows2: pd.DataFrame,
+    ci_level: float,
+    seed_column: str | None,
+) -> GapComparison | None:
     """The two groups' gaps on the cells they share (None when they share none)."""
     first, second = ({k: plain_value(v) for k, v in g.items()} for g in (first, second))
     cells = []
@@ -121,8 +134,19 @@ def compare_pair(first: dict, rows1: pd.DataFrame, second: dict, rows2: pd.DataF
     gaps = np.array([c.gap for c in cells])
     mean_ci = _mean_ci(gaps, ci_level)
     trends = _trends(cells, ci_level)
-    comparison = GapComparison(first, second, tuple(cells), int((gaps > 0).sum()), int((gaps < 0).sum()),
-                               float(gaps.mean()), mean_ci, trends, None, "", ci_level)
+    comparison = GapComparison(
+        first,
+        second,
+        tuple(cells),
+        int((gaps > 0).sum()),
+        int((gaps < 0).sum()),
+        float(gaps.mean()),
+        mean_ci,
+        trends,
+        None,
+        "",
+        ci_level,
+    )
     head = comparison.headline_trend
     faster = None
     if head is not None and head.significant:
@@ -135,13 +159,25 @@ def _cell(a: pd.DataFrame, b: pd.DataFrame, ci_level: float, seed_column: str | 
     la, lb = a["loss"].astype(float), b["loss"].astype(float)
     diffs = None
     if seed_column and seed_column in a and seed_column in b:
-        paired = pd.merge(a[[seed_column, "loss"]], b[[seed_column, "loss"]], on=seed_column, suffixes=("_a", "_b"))
+        paired = pd.merge(
+            a[[seed_column, "loss"]], b[[seed_column, "loss"]], on=seed_column, suffixes=("_a", "_b")
+        )
         if len(paired) >= 2:
             diffs = (paired["loss_b"] - paired["loss_a"]).to_numpy(float)
     if diffs is not None:
-        return Cell(n, d, c, float(paired["loss_a"].mean()), float(paired["loss_b"].mean()), float(diffs.mean()),
-                    _mean_ci(diffs, ci_level), len(diffs))
-    return Cell(n, d, c, float(la.mean()), float(lb.mean()), float(lb.mean() - la.mean()), None, min(len(la), len(lb)))
+        return Cell(
+            n,
+            d,
+            c,
+            float(paired["loss_a"].mean()),
+            float(paired["loss_b"].mean()),
+            float(diffs.mean()),
+            _mean_ci(diffs, ci_level),
+            len(diffs),
+        )
+    return Cell(
+        n, d, c, float(la.mean()), float(lb.mean()), float(lb.mean() - la.mean()), None, min(len(la), len(lb))
+    )
 
 
 def _mean_ci(values: np.ndarray, level: float) -> tuple[float, float] | None:
@@ -154,8 +190,11 @@ def _mean_ci(values: np.ndarray, level: float) -> tuple[float, float] | None:
 
 def _trends(cells: Sequence[Cell], level: float) -> tuple[Trend, ...]:
     gaps = np.array([c.gap for c in cells])
-    logs = {"N": np.log10([c.n_params for c in cells]), "D": np.log10([c.tokens for c in cells]),
-            "FLOPs": np.log10([c.train_flops for c in cells])}
+    logs = {
+        "N": np.log10([c.n_params for c in cells]),
+        "D": np.log10([c.tokens for c in cells]),
+        "FLOPs": np.log10([c.train_flops for c in cells]),
+    }
     varying = [a for a in ("N", "D") if n_distinct(10 ** logs[a]) >= 2]
     out = []
     if len(varying) == 2 and not locked_together(logs["N"], logs["D"]):
@@ -163,12 +202,16 @@ def _trends(cells: Sequence[Cell], level: float) -> tuple[Trend, ...]:
     else:
         for axis in varying:
             out += _regress(gaps, logs, (axis,), level)
-    if n_distinct(10 ** logs["FLOPs"]) >= 3 and not (len(varying) == 1 and locked_together(logs[varying[0]], logs["FLOPs"])):
+    if n_distinct(10 ** logs["FLOPs"]) >= 3 and not (
+        len(varying) == 1 and locked_together(logs[varying[0]], logs["FLOPs"])
+    ):
         out += _regress(gaps, logs, ("FLOPs",), level)
     return tuple(out)
 
 
-def _regress(gaps: np.ndarray, logs: dict[str, np.ndarray], axes: tuple[str, ...], level: float) -> list[Trend]:
+def _regress(
+    gaps: np.ndarray, logs: dict[str, np.ndarray], axes: tuple[str, ...], level: float
+) -> list[Trend]:
     """Least-squares slopes of the gap on the log10 of ``axes`` together, each with a t-interval."""
     x = np.column_stack([np.ones(len(gaps))] + [logs[a] for a in axes])
     dof = len(gaps) - x.shape[1]

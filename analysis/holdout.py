@@ -10,8 +10,9 @@ is a bootstrap curve times exp(a resampled residual).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,9 @@ class HoldoutPrediction:
     actual: float
     interval: tuple[float, float] | None
     e_mode: str
-    refit: FitResult | None = field(default=None, repr=False, compare=False)  # the fit without the held-out runs
+    refit: FitResult | None = field(
+        default=None, repr=False, compare=False
+    )  # the fit without the held-out runs
 
     @property
     def relative_error(self) -> float:
@@ -75,9 +78,16 @@ def held_out_mask(fit: FitResult, mode: str) -> np.ndarray:
 
 def _subset(fit: FitResult, keep: np.ndarray) -> FitResult:
     """``fit``'s points ``keep`` refitted on their own, as a one-group fit of the same form."""
-    return fit_power_law(fit.n_params[keep], fit.tokens[keep], fit.loss[keep], fit.form,
-                         run_ids=[r for r, k in zip(fit.run_ids, keep) if k], train_flops=fit.train_flops[keep],
-                         group=fit.group, slice=fit.slice)
+    return fit_power_law(
+        fit.n_params[keep],
+        fit.tokens[keep],
+        fit.loss[keep],
+        fit.form,
+        run_ids=[r for r, k in zip(fit.run_ids, keep) if k],
+        train_flops=fit.train_flops[keep],
+        group=fit.group,
+        slice=fit.slice,
+    )
 
 
 def predict_held_out(
@@ -108,17 +118,27 @@ def predict_held_out(
             continue
         reduced = [_subset(f, ~m) for f, m in zip(members, masks)]
         e_mode = members[0].e_mode
-        where = f"{members[0].form}" + (f" at {', '.join(f'{k}={v:.3g}' for k, v in members[0].slice.items())}" if members[0].slice else "")
+        where = f"{members[0].form}" + (
+            f" at {', '.join(f'{k}={v:.3g}' for k, v in members[0].slice.items())}"
+            if members[0].slice
+            else ""
+        )
         if e_mode in ("shared", "known"):
             known = e_mode == "known"
             if not all(can_share(r, known) for r in reduced):
-                notes.append(f"hold-out ({mode}, {where}): too few runs left to refit without the held-out ones")
+                notes.append(
+                    f"hold-out ({mode}, {where}): too few runs left to refit without the held-out ones"
+                )
                 continue
             refits = fit_shared(reduced, e_known=members[0].params["E"] if known else None)
-            refits = bootstrap_shared(refits, n_bootstrap, seed=seed_for(index), ci_level=ci_level, seeds=seeds)
+            refits = bootstrap_shared(
+                refits, n_bootstrap, seed=seed_for(index), ci_level=ci_level, seeds=seeds
+            )
         else:
             if not all(r.ok and r.fixed == f.fixed for r, f in zip(reduced, members)):
-                notes.append(f"hold-out ({mode}, {where}): too few runs left to refit without the held-out ones")
+                notes.append(
+                    f"hold-out ({mode}, {where}): too few runs left to refit without the held-out ones"
+                )
                 continue
             refits = [bootstrap_fit(r, n_bootstrap, seed=seed_for(index), ci_level=ci_level) for r in reduced]
         rng = np.random.default_rng(seed_for(index))
@@ -127,7 +147,9 @@ def predict_held_out(
     return tuple(predictions), tuple(notes)
 
 
-def _cells(fit: FitResult, mask: np.ndarray, refit: FitResult, ci_level: float, rng: np.random.Generator) -> list[HoldoutPrediction]:
+def _cells(
+    fit: FitResult, mask: np.ndarray, refit: FitResult, ci_level: float, rng: np.random.Generator
+) -> list[HoldoutPrediction]:
     n, d, loss = fit.n_params[mask], fit.tokens[mask], fit.loss[mask]
     cells = cell_ids(n, d)
     out = []
@@ -143,9 +165,20 @@ def _cells(fit: FitResult, mask: np.ndarray, refit: FitResult, ci_level: float, 
             resid = resid * np.sqrt(resid.size / max(resid.size - len(refit.fitted_names), 1))
             scatter = np.exp(rng.choice(resid, size=draws.size, replace=True))
             interval = percentile_ci(draws * scatter, ci_level)
-        out.append(HoldoutPrediction(
-            group=dict(fit.group), form=fit.form, slice=dict(fit.slice), n_params=n_c, tokens=d_c,
-            n_held_out=int(in_cell.sum()), n_fitted=refit.n_points, predicted=predicted,
-            actual=float(loss[in_cell].mean()), interval=interval, e_mode=refit.e_mode, refit=refit,
-        ))
+        out.append(
+            HoldoutPrediction(
+                group=dict(fit.group),
+                form=fit.form,
+                slice=dict(fit.slice),
+                n_params=n_c,
+                tokens=d_c,
+                n_held_out=int(in_cell.sum()),
+                n_fitted=refit.n_points,
+                predicted=predicted,
+                actual=float(loss[in_cell].mean()),
+                interval=interval,
+                e_mode=refit.e_mode,
+                refit=refit,
+            )
+        )
     return out

@@ -9,8 +9,9 @@ The exponents then come from least squares on the minima:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +42,9 @@ class IsoSlice:
     message: str | None
 
 
-def iso_flop_labels(train_flops: np.ndarray, n_params: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def iso_flop_labels(
+    train_flops: np.ndarray, n_params: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """Cluster runs by FLOPs; also return the clusters that hold enough distinct N for a parabola."""
     labels, centers = cluster_values(train_flops, FLOPS_REL_TOL)
     usable = [j for j in range(len(centers)) if n_distinct(n_params[labels == j]) >= MIN_DISTINCT_N]
@@ -54,7 +57,9 @@ def has_iso_flop_slices(train_flops: np.ndarray, n_params: np.ndarray) -> bool:
     return len(iso_flop_labels(train_flops[good], n_params[good])[2]) >= 2
 
 
-def _parabola_min(log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> tuple[float, float, np.ndarray] | None:
+def _parabola_min(
+    log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray
+) -> tuple[float, float, np.ndarray] | None:
     """(argmin of log x, loss at it, coefficients) of a weighted parabola; None without a minimum."""
     use = weights > 0
     if n_distinct(np.exp(log_x[use])) < MIN_DISTINCT_N:
@@ -77,25 +82,55 @@ def isoflop_core(
         w = weights[members]
         n_j, d_j, l_j = n_params[members], tokens[members], loss[members]
         present = w > 0
-        n_range = (float(n_j[present].min()), float(n_j[present].max())) if present.any() else (np.nan, np.nan)
+        n_range = (
+            (float(n_j[present].min()), float(n_j[present].max())) if present.any() else (np.nan, np.nan)
+        )
         by_n = _parabola_min(np.log(n_j), l_j, w)
         by_d = _parabola_min(np.log(d_j), l_j, w)
         if by_n is None or by_d is None:
-            slices.append(IsoSlice(centers[j], int(present.sum()), n_range, np.nan, np.nan, np.nan, None, False, False,
-                                   "no interior minimum: the loss does not turn up at either end of this slice"))
+            slices.append(
+                IsoSlice(
+                    centers[j],
+                    int(present.sum()),
+                    n_range,
+                    np.nan,
+                    np.nan,
+                    np.nan,
+                    None,
+                    False,
+                    False,
+                    "no interior minimum: the loss does not turn up at either end of this slice",
+                )
+            )
             continue
         n_opt = float(np.exp(by_n[0]))
         extrapolated = not (n_range[0] <= n_opt <= n_range[1])
-        slices.append(IsoSlice(centers[j], int(present.sum()), n_range, n_opt, float(np.exp(by_d[0])), by_n[1],
-                               tuple(float(c) for c in by_n[2]), True, extrapolated,
-                               "the minimum lies outside the measured sizes (extrapolated)" if extrapolated else None))
+        slices.append(
+            IsoSlice(
+                centers[j],
+                int(present.sum()),
+                n_range,
+                n_opt,
+                float(np.exp(by_d[0])),
+                by_n[1],
+                tuple(float(c) for c in by_n[2]),
+                True,
+                extrapolated,
+                "the minimum lies outside the measured sizes (extrapolated)" if extrapolated else None,
+            )
+        )
     good = [s for s in slices if s.ok]
     params = {p: float("nan") for p in FORM_PARAMS["isoflop"]}
     if len(good) >= 2:
         log_c = np.log([s.train_flops for s in good])
         a, log_kn = np.polyfit(log_c, np.log([s.n_opt for s in good]), 1)
         b, log_kd = np.polyfit(log_c, np.log([s.tokens_opt for s in good]), 1)
-        params = {"a": float(a), "b": float(b), "N_coef": float(np.exp(log_kn)), "D_coef": float(np.exp(log_kd))}
+        params = {
+            "a": float(a),
+            "b": float(b),
+            "N_coef": float(np.exp(log_kn)),
+            "D_coef": float(np.exp(log_kd)),
+        }
     return params, slices
 
 
@@ -131,7 +166,9 @@ def fit_isoflop(
             messages.append(f"FLOPs slice {s.train_flops:.3g}: {s.message}")
     ok = len(good) >= 2
     if not ok:
-        messages.append(f"{len(good)} iso-FLOP slice(s) with a minimum: need at least 2 for the N*(C), D*(C) exponents")
+        messages.append(
+            f"{len(good)} iso-FLOP slice(s) with a minimum: need at least 2 for the N*(C), D*(C) exponents"
+        )
     elif len(good) == 2:
         messages.append("only 2 iso-FLOP slices: the exponents are a line through two points")
     residuals = np.full(len(l_arr), np.nan)

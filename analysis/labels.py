@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +16,17 @@ AXIS_SYMBOLS = {
     "weight_decay": "λ",
     "lambda": "λ",
 }
-PARAM_SYMBOLS = {"alpha": "α", "beta": "β", "a": "a", "b": "b", "E": "E", "A": "A", "B": "B", "N_coef": "N₀", "D_coef": "D₀"}
+PARAM_SYMBOLS = {
+    "alpha": "α",
+    "beta": "β",
+    "a": "a",
+    "b": "b",
+    "E": "E",
+    "A": "A",
+    "B": "B",
+    "N_coef": "N₀",
+    "D_coef": "D₀",
+}
 FORM_TITLES = {
     "n": "L(N) = E + A·N^-α",
     "d": "L(D) = E + B·D^-β",

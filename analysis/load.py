@@ -9,9 +9,10 @@ diverged and unfinished runs stay in the table so reports can list them.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,13 @@ ENTROPY_COLUMN = "entropy_per_token"
 # Param keys that identify the grouping by default, in order of preference.
 GAMMA_KEYS = ("init.gamma", "gamma")
 # MLflow run status → gammaray state, for runs that lack the gammaray.state tag.
-_MLFLOW_STATUS = {"FINISHED": "finished", "FAILED": "failed", "RUNNING": "running", "SCHEDULED": "pending", "KILLED": "cancelled"}
+_MLFLOW_STATUS = {
+    "FINISHED": "finished",
+    "FAILED": "failed",
+    "RUNNING": "running",
+    "SCHEDULED": "pending",
+    "KILLED": "cancelled",
+}
 # FLOPs of a dense transformer's training step per parameter per token (forward + backward),
 # Kaplan et al. 2020; used only when a run does not record its FLOPs.
 FLOPS_PER_PARAM_TOKEN = 6.0
@@ -51,7 +58,9 @@ class RunTable:
     name: str
     source: str
     runs: pd.DataFrame
-    histories: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["run_id", "metric", "step", "value"]))
+    histories: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["run_id", "metric", "step", "value"])
+    )
     axes: tuple[str, ...] = ()
     default_by: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
@@ -108,7 +117,9 @@ def load_csv(path: str | Path) -> RunTable:
         frame["state"] = frame["state"].fillna("finished").astype(str).str.strip().str.lower()
         unknown = sorted(set(frame["state"]) - set(STATES))
         if unknown:
-            raise AnalysisError(f"{path}: column 'state': unknown value '{unknown[0]}' (expected one of {', '.join(STATES)})")
+            raise AnalysisError(
+                f"{path}: column 'state': unknown value '{unknown[0]}' (expected one of {', '.join(STATES)})"
+            )
     else:
         frame["state"] = "finished"
     if "reason" not in frame.columns:
@@ -116,7 +127,14 @@ def load_csv(path: str | Path) -> RunTable:
     runs = _order_columns(frame)
     axes = varying_columns(runs, exclude=CORE_COLUMNS)
     default_by = ("gamma",) if "gamma" in runs.columns else ()
-    return RunTable(name=path.stem, source=str(path), runs=runs, axes=axes, default_by=default_by, messages=tuple(messages))
+    return RunTable(
+        name=path.stem,
+        source=str(path),
+        runs=runs,
+        axes=axes,
+        default_by=default_by,
+        messages=tuple(messages),
+    )
 
 
 # ----------------------------------------------------------------------------------------
@@ -152,7 +170,12 @@ def load_grid(name: str, tracking_uri: str | None = None) -> RunTable:
     token = None
     try:
         while True:
-            page = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+            page = client.search_runs(
+                [experiment.experiment_id],
+                run_view_type=ViewType.ACTIVE_ONLY,
+                max_results=1000,
+                page_token=token,
+            )
             for run in page:
                 record, history = _run_record(client, run)
                 records.append(record)
@@ -170,7 +193,12 @@ def _run_record(client: Any, run: Any) -> tuple[dict[str, Any], list[tuple[str, 
     run_id = tags.get("gammaray.run_id") or run.info.run_id
     state = tags.get("gammaray.state") or _MLFLOW_STATUS.get(run.info.status, "running")
     record: dict[str, Any] = {key: parse_param(value) for key, value in run.data.params.items()}
-    record.update(run_id=run_id, state=state.lower(), reason=tags.get("gammaray.reason"), _start_time=run.info.start_time or 0)
+    record.update(
+        run_id=run_id,
+        state=state.lower(),
+        reason=tags.get("gammaray.reason"),
+        _start_time=run.info.start_time or 0,
+    )
     history: list[tuple[str, str, int, float]] = []
     for key in sorted(run.data.metrics):
         if key not in HISTORY_METRICS and not key.startswith(HISTORY_PREFIXES):
@@ -207,7 +235,9 @@ def runs_from_records(
     frame = frame.sort_values(["_finished", "_start_time"], kind="stable")
     duplicated = frame.duplicated("run_id", keep="last")
     if duplicated.any():
-        messages.append(f"{int(duplicated.sum())} duplicate record(s) of the same grid point: kept the finished (else latest) one")
+        messages.append(
+            f"{int(duplicated.sum())} duplicate record(s) of the same grid point: kept the finished (else latest) one"
+        )
         frame = frame[~duplicated]
     frame = frame.drop(columns=["_finished", "_start_time"]).sort_values("run_id", kind="stable")
     for column in ("N", "N_non_embedding", "D", "FLOPs", "loss", ENTROPY_COLUMN):
@@ -225,7 +255,15 @@ def runs_from_records(
     hist = hist[hist["run_id"].isin(set(runs["run_id"]))].reset_index(drop=True)
     axes = varying_columns(runs, exclude=CORE_COLUMNS)
     default_by = next(((key,) for key in GAMMA_KEYS if key in runs.columns), ())
-    return RunTable(name=name, source=source, runs=runs, histories=hist, axes=axes, default_by=default_by, messages=tuple(messages))
+    return RunTable(
+        name=name,
+        source=source,
+        runs=runs,
+        histories=hist,
+        axes=axes,
+        default_by=default_by,
+        messages=tuple(messages),
+    )
 
 
 # ----------------------------------------------------------------------------------------

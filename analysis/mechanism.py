@@ -16,8 +16,9 @@ sizes and seed noise.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -101,7 +102,9 @@ Samples = dict[str, np.ndarray]  # cell key → the values of one group's runs i
 
 def group_samples(values: pd.Series, groups: pd.Series, cell_of: pd.Series) -> dict[str, Samples]:
     """Per group label, per cell, the finite values of the group's runs."""
-    frame = pd.DataFrame({"value": values, "group": groups.reindex(values.index), "cell": cell_of.reindex(values.index)})
+    frame = pd.DataFrame(
+        {"value": values, "group": groups.reindex(values.index), "cell": cell_of.reindex(values.index)}
+    )
     frame = frame[np.isfinite(frame["value"].astype(float)) & frame["cell"].notna()]
     out: dict[str, Samples] = {}
     for (group, cell), rows in frame.groupby(["group", "cell"]):
@@ -109,16 +112,21 @@ def group_samples(values: pd.Series, groups: pd.Series, cell_of: pd.Series) -> d
     return out
 
 
-def bootstrap_means(samples: Sequence[Samples], common: Sequence[str], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def bootstrap_means(
+    samples: Sequence[Samples], common: Sequence[str], n_boot: int, rng: np.random.Generator
+) -> np.ndarray:
     """(n_boot, n_groups) draws of each group's mean over the cells ``common``: cells resampled
     with replacement (the same draw for every group, keeping the pairing), runs within each
     (group, cell) resampled with replacement."""
     pick = rng.integers(0, len(common), size=(n_boot, len(common)))  # (B, cells)
     out = np.empty((n_boot, len(samples)))
     for g, per_cell in enumerate(samples):
-        cell_draws = np.stack([  # (B, cells): a resampled mean of the runs in each cell
-            rng.choice(per_cell[c], size=(n_boot, len(per_cell[c]))).mean(1) for c in common
-        ], axis=1)
+        cell_draws = np.stack(
+            [  # (B, cells): a resampled mean of the runs in each cell
+                rng.choice(per_cell[c], size=(n_boot, len(per_cell[c]))).mean(1) for c in common
+            ],
+            axis=1,
+        )
         out[:, g] = np.take_along_axis(cell_draws, pick, axis=1).mean(1)
     return out
 
@@ -142,8 +150,15 @@ class Gain:
     n_runs: int
 
 
-def paired_gain(metric: str, group: str, reference: str, samples: dict[str, Samples],
-                n_boot: int, rng: np.random.Generator, level: float = DEFAULT_CI_LEVEL) -> Gain | None:
+def paired_gain(
+    metric: str,
+    group: str,
+    reference: str,
+    samples: dict[str, Samples],
+    n_boot: int,
+    rng: np.random.Generator,
+    level: float = DEFAULT_CI_LEVEL,
+) -> Gain | None:
     """The :class:`Gain` of ``group`` over ``reference``; None without a shared cell."""
     a, b = samples.get(reference, {}), samples.get(group, {})
     common = sorted(set(a) & set(b))
@@ -170,8 +185,14 @@ class TokenGains:
     gains: tuple[Gain, ...]  # buckets first, then roles
 
 
-def token_gains(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str], n_boot: int = 1000,
-                seed: int = 0, level: float = DEFAULT_CI_LEVEL) -> TokenGains | None:
+def token_gains(
+    runs: pd.DataFrame,
+    histories: pd.DataFrame,
+    by: Sequence[str],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = DEFAULT_CI_LEVEL,
+) -> TokenGains | None:
     """Per token bucket (and role), the loss gain of each group over the first group (in sorted
     order, e.g. the smallest γ) at matched (N, D); None when no finished run logged any."""
     metrics = metric_names(histories, "tokens/loss/")
@@ -199,7 +220,9 @@ def token_gains(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str], 
 # ---- condensation over training -----------------------------------------------------------------
 
 
-def condensation_summary(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str], metric: str) -> pd.DataFrame:
+def condensation_summary(
+    runs: pd.DataFrame, histories: pd.DataFrame, by: Sequence[str], metric: str
+) -> pd.DataFrame:
     """Per group: runs with a ``metric`` history, the mean over runs of its peak (largest value
     over training), of the fraction of training at which the peak came, and of its final value.
     Condensation that rises and then falls back ("condense, then expand") shows as a peak above
@@ -216,5 +239,7 @@ def condensation_summary(runs: pd.DataFrame, histories: pd.DataFrame, by: Sequen
     per_run["peak_at"] = per_run["peak_step"] / per_run["last_step"].where(per_run["last_step"] > 0)
     groups, order, _ = run_groups(runs, by)
     per_run["group"] = groups.reindex(per_run.index)
-    table = per_run.groupby("group").agg(runs=("peak", "size"), peak=("peak", "mean"), peak_at=("peak_at", "mean"), final=("final", "mean"))
+    table = per_run.groupby("group").agg(
+        runs=("peak", "size"), peak=("peak", "mean"), peak_at=("peak_at", "mean"), final=("final", "mean")
+    )
     return table.reindex([g for g in order if g in table.index]).reset_index()

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 from scipy.optimize import minimize
@@ -58,7 +58,7 @@ class Layout:
     log_e: float | None = None
 
     @classmethod
-    def single(cls, n_points: int, with_e: bool = True) -> "Layout":
+    def single(cls, n_points: int, with_e: bool = True) -> Layout:
         """One group; E fitted, or fixed at 0 (a pure power law) when ``with_e`` is False."""
         return cls(np.zeros(n_points, dtype=int), 1, None if with_e else -np.inf)
 
@@ -78,7 +78,9 @@ class Layout:
 
     def bounds(self, n_terms: int) -> list[tuple[float, float]]:
         """The L-BFGS-B box of θ."""
-        return ([BOUND_LOGCOEF] if self.with_e else []) + [BOUND_LOGCOEF, BOUND_EXPONENT] * (n_terms * self.n_groups)
+        return ([BOUND_LOGCOEF] if self.with_e else []) + [BOUND_LOGCOEF, BOUND_EXPONENT] * (
+            n_terms * self.n_groups
+        )
 
 
 def group_sums(values: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
@@ -153,7 +155,9 @@ def start_grid(log_x: np.ndarray, log_loss: np.ndarray, with_e: bool) -> np.ndar
     k = log_x.shape[1]
     min_loss = float(np.exp(log_loss.min()))
     spread = max(float(np.exp(log_loss.max()) - min_loss), 1e-3 * min_loss)
-    e_values = sorted(set(_GRID_E) | {float(np.log(min_loss * f)) for f in (0.5, 0.8, 0.95)}) if with_e else [None]
+    e_values = (
+        sorted(set(_GRID_E) | {float(np.log(min_loss * f)) for f in (0.5, 0.8, 0.95)}) if with_e else [None]
+    )
     points = []
     for e in e_values:
         per_term = []
@@ -170,7 +174,9 @@ def start_grid(log_x: np.ndarray, log_loss: np.ndarray, with_e: bool) -> np.ndar
     return np.clip(grid, lows, highs)
 
 
-def grid_values(grid: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout, delta: float) -> np.ndarray:
+def grid_values(
+    grid: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout, delta: float
+) -> np.ndarray:
     """The objective at every starting point (no gradient), in chunks: used to rank the grid."""
     out = np.empty(len(grid))
     chunk = 512  # keeps the (chunk, n, k + 1) temporaries in cache
@@ -178,7 +184,9 @@ def grid_values(grid: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layou
         terms = log_terms(grid[lo : lo + chunk], log_x, layout)
         lse = np.logaddexp.reduce(terms, axis=-1)
         abs_r = np.abs(lse - log_loss[None, :])
-        out[lo : lo + chunk] = np.where(abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta).mean(axis=1)
+        out[lo : lo + chunk] = np.where(
+            abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta
+        ).mean(axis=1)
     return out
 
 
@@ -227,7 +235,9 @@ def minimize_from(
     value = float(res.fun)
     # A line-search stop at the noise floor of the objective is a converged optimum here;
     # only running out of iterations or leaving finite values is a failure.
-    converged = bool(np.all(np.isfinite(theta)) and np.isfinite(value) and res.nit < _LBFGS_OPTIONS["maxiter"])
+    converged = bool(
+        np.all(np.isfinite(theta)) and np.isfinite(value) and res.nit < _LBFGS_OPTIONS["maxiter"]
+    )
     return RawFit(theta=theta, value=value, converged=converged)
 
 

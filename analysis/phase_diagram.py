@@ -46,7 +46,10 @@ class PhaseDiagram:
         comp = self.cells[("probe/heldout_compositional", "mean")]
         mirr = self.cells[("probe/heldout_mirrored", "mean")]
         return pd.Series(
-            ["compositional" if c >= MAJORITY else "mirrored" if m >= MAJORITY else "neither" for c, m in zip(comp, mirr)],
+            [
+                "compositional" if c >= MAJORITY else "mirrored" if m >= MAJORITY else "neither"
+                for c, m in zip(comp, mirr)
+            ],
             index=self.cells.index,
         )
 
@@ -59,11 +62,15 @@ class PhaseDiagram:
         for depth, row in solutions.groupby(level="depth"):
             marks = " ".join(f"γ {g:g} {_MARK[v]}" for (_, g), v in row.items())
             by_depth.append(f"depth {int(depth)}: {marks}")
-        text = (f"Phase diagram over {len(solutions)} (γ, depth) cell(s) of competent runs: {', '.join(parts)} "
-                f"(C compositional, M mirrored, – neither; {'; '.join(by_depth)})")
+        text = (
+            f"Phase diagram over {len(solutions)} (γ, depth) cell(s) of competent runs: {', '.join(parts)} "
+            f"(C compositional, M mirrored, – neither; {'; '.join(by_depth)})"
+        )
         if self.not_competent:
-            text += (f"; {self.not_competent} of {self.runs} runs below {COMPETENT_SEEN_ACCURACY:.0%} trained-pair "
-                     f"accuracy left out")
+            text += (
+                f"; {self.not_competent} of {self.runs} runs below {COMPETENT_SEEN_ACCURACY:.0%} trained-pair "
+                f"accuracy left out"
+            )
         if self.empty_cells:
             where = ", ".join(f"(γ {g:g}, depth {int(d)})" for d, g in self.empty_cells)
             text += f", leaving no competent run at {where}"
@@ -111,20 +118,41 @@ def table_phase_diagram(table: RunTable) -> PhaseDiagram | None:
 def phase_figure(diagram: PhaseDiagram) -> go.Figure:
     """Two heatmaps over γ (x) × depth (y), colour = mean rate, text = mean ± sd (n seeds)."""
     cells = diagram.cells
-    fig = make_subplots(rows=1, cols=len(PHASE_METRICS), subplot_titles=list(PHASE_METRICS.values()),
-                        horizontal_spacing=0.12)
+    fig = make_subplots(
+        rows=1, cols=len(PHASE_METRICS), subplot_titles=list(PHASE_METRICS.values()), horizontal_spacing=0.12
+    )
     for column, metric in enumerate(PHASE_METRICS, start=1):
         mean = cells[(metric, "mean")].unstack("gamma")
         spread = cells[(metric, "std")].unstack("gamma").fillna(0.0)
         count = cells[(metric, "count")].unstack("gamma")
-        text = [[f"{m:.2f} ± {s:.2f} ({int(n)})" if pd.notna(m) else "" for m, s, n in zip(mr, sr, nr)]
-                for mr, sr, nr in zip(mean.to_numpy(), spread.to_numpy(), count.fillna(0).to_numpy())]
-        fig.add_trace(go.Heatmap(
-            x=[f"{g:g}" for g in mean.columns], y=[f"{int(d)}" for d in mean.index], z=mean.to_numpy(),
-            text=text, texttemplate="%{text}", zmin=0.0, zmax=1.0, colorscale="Viridis",
-            showscale=column == len(PHASE_METRICS), colorbar={"title": "rate"},
-            hovertemplate="γ=%{x}, depth=%{y}: %{text}<extra></extra>",
-        ), row=1, col=column)
-    _layout(fig, "Held-out pair over γ × depth (competent runs: mean ± sd over seeds, n in brackets)", "γ",
-            "depth (layers)", log_x=False, log_y=False, height=440)
+        text = [
+            [f"{m:.2f} ± {s:.2f} ({int(n)})" if pd.notna(m) else "" for m, s, n in zip(mr, sr, nr)]
+            for mr, sr, nr in zip(mean.to_numpy(), spread.to_numpy(), count.fillna(0).to_numpy())
+        ]
+        fig.add_trace(
+            go.Heatmap(
+                x=[f"{g:g}" for g in mean.columns],
+                y=[f"{int(d)}" for d in mean.index],
+                z=mean.to_numpy(),
+                text=text,
+                texttemplate="%{text}",
+                zmin=0.0,
+                zmax=1.0,
+                colorscale="Viridis",
+                showscale=column == len(PHASE_METRICS),
+                colorbar={"title": "rate"},
+                hovertemplate="γ=%{x}, depth=%{y}: %{text}<extra></extra>",
+            ),
+            row=1,
+            col=column,
+        )
+    _layout(
+        fig,
+        "Held-out pair over γ × depth (competent runs: mean ± sd over seeds, n in brackets)",
+        "γ",
+        "depth (layers)",
+        log_x=False,
+        log_y=False,
+        height=440,
+    )
     return fig.update_xaxes(type="category").update_yaxes(type="category")

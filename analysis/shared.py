@@ -22,12 +22,14 @@ their difference, carries the uncertainty of the shared E.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from analysis.batched import batched_refit
 from analysis.bootstrap import MAX_SKIPPED, cell_ids, paired_weights, percentile_ci, skipped_note
+from analysis.errors import warning
 from analysis.fit import (
     FORM_PARAMS,
     POWER_FORMS,
@@ -40,9 +42,15 @@ from analysis.fit import (
     n_distinct,
     predict,
 )
-from analysis.errors import warning
 from analysis.labels import group_label
-from analysis.objective import HUBER_DELTA, Layout, minimize_from, params_to_theta, single_threaded_blas, theta_to_params
+from analysis.objective import (
+    HUBER_DELTA,
+    Layout,
+    minimize_from,
+    params_to_theta,
+    single_threaded_blas,
+    theta_to_params,
+)
 
 E_MODES = ("shared", "per-group", "known")
 # Shares of the smallest loss tried as starting values of a shared E (besides each group's own E).
@@ -64,8 +72,14 @@ def _stack(fits: Sequence[FitResult]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return log_x, log_loss, group
 
 
-def _per_group_at(log_e: float, log_x: np.ndarray, log_loss: np.ndarray, group: np.ndarray,
-                  weights: np.ndarray, n_groups: int) -> tuple[float, np.ndarray]:
+def _per_group_at(
+    log_e: float,
+    log_x: np.ndarray,
+    log_loss: np.ndarray,
+    group: np.ndarray,
+    weights: np.ndarray,
+    n_groups: int,
+) -> tuple[float, np.ndarray]:
     """Every group fitted alone with E held at exp(log_e): the summed objective and the joint θ
     (without e). Given E the groups do not interact, so this is the joint optimum at that E."""
     total, theta = 0.0, []
@@ -78,8 +92,14 @@ def _per_group_at(log_e: float, log_x: np.ndarray, log_loss: np.ndarray, group: 
     return total / weights.sum(), np.concatenate(theta)
 
 
-def fit_theta(log_x: np.ndarray, log_loss: np.ndarray, layout: Layout, weights: np.ndarray | None = None,
-              own_e: Sequence[float] = (), delta: float = HUBER_DELTA):
+def fit_theta(
+    log_x: np.ndarray,
+    log_loss: np.ndarray,
+    layout: Layout,
+    weights: np.ndarray | None = None,
+    own_e: Sequence[float] = (),
+    delta: float = HUBER_DELTA,
+):
     """The joint optimum for ``layout``: a profile over E picks the starts, L-BFGS-B finishes.
 
     With E known the profile is the answer (polished once); with E shared, starting values of
@@ -115,15 +135,27 @@ def fit_shared(fits: Sequence[FitResult], *, e_known: float | None = None) -> tu
     out = []
     for g, (fit, params) in enumerate(zip(fits, theta_to_params(raw.theta, form, layout))):
         params = {**{p: float("nan") for p in FORM_PARAMS[form]}, **params}
-        messages = [m for m in fit.messages if is_data_message(m)] + bound_messages(params, form, e_fitted=e_known is None)
+        messages = [m for m in fit.messages if is_data_message(m)] + bound_messages(
+            params, form, e_fitted=e_known is None
+        )
         if not raw.converged:
             messages.append(warning("the optimizer did not converge; treat the parameters as approximate"))
         residuals = np.log(fit.loss) - np.log(predict(form, params, fit.n_params, fit.tokens))
-        out.append(dataclasses.replace(
-            fit, params=params, messages=tuple(messages), residuals=residuals, objective=raw.value,
-            fixed=("E",) if e_known is not None else (), e_mode=mode, ci={}, samples={}, n_bootstrap=0,
-            extra={**fit.extra, "shared_with": [label for h, label in enumerate(labels) if h != g]},
-        ))
+        out.append(
+            dataclasses.replace(
+                fit,
+                params=params,
+                messages=tuple(messages),
+                residuals=residuals,
+                objective=raw.value,
+                fixed=("E",) if e_known is not None else (),
+                e_mode=mode,
+                ci={},
+                samples={},
+                n_bootstrap=0,
+                extra={**fit.extra, "shared_with": [label for h, label in enumerate(labels) if h != g]},
+            )
+        )
     return tuple(out)
 
 
@@ -176,15 +208,29 @@ def bootstrap_shared(
         names = fit.fitted_names
         samples = {p: np.array([d[g][p] if d else np.nan for d in per_draw]) for p in names}
         messages = list(fit.messages) + ([note] if note else [])
-        out.append(dataclasses.replace(
-            fit, ci={p: percentile_ci(samples[p], ci_level) for p in names}, ci_level=ci_level, n_bootstrap=n_resamples,
-            samples=samples, messages=tuple(messages), extra={**fit.extra, "resampled": unit},
-        ))
+        out.append(
+            dataclasses.replace(
+                fit,
+                ci={p: percentile_ci(samples[p], ci_level) for p in names},
+                ci_level=ci_level,
+                n_bootstrap=n_resamples,
+                samples=samples,
+                messages=tuple(messages),
+                extra={**fit.extra, "resampled": unit},
+            )
+        )
     return tuple(out)
 
 
-def _identifiable(form: str, n_all: np.ndarray, d_all: np.ndarray, group: np.ndarray, drawn: np.ndarray,
-                  n_groups: int, known: bool) -> bool:
+def _identifiable(
+    form: str,
+    n_all: np.ndarray,
+    d_all: np.ndarray,
+    group: np.ndarray,
+    drawn: np.ndarray,
+    n_groups: int,
+    known: bool,
+) -> bool:
     """Whether a resample still determines every group's law (E shared: three distinct values
     per group; E known: two)."""
     need = 2 if known else 3
@@ -194,6 +240,8 @@ def _identifiable(form: str, n_all: np.ndarray, d_all: np.ndarray, group: np.nda
             return False
         if form == "d" and n_distinct(d_all[mask]) < need:
             return False
-        if form == "joint" and (n_distinct(n_all[mask]) < 3 or n_distinct(d_all[mask]) < 3 or int(mask.sum()) < 5):
+        if form == "joint" and (
+            n_distinct(n_all[mask]) < 3 or n_distinct(d_all[mask]) < 3 or int(mask.sum()) < 5
+        ):
             return False
     return True

@@ -8,7 +8,8 @@ the interval; a line without signal says so.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,8 +29,10 @@ def summary_lines(analysis: Analysis) -> list[str]:
     if not analysis.scaling:
         diagram = table_phase_diagram(analysis.table)
         if diagram is None:
-            return ["A task study (train.loss_on=answers) with no phase diagram: it needs runs over both γ and depth "
-                    f"that reach {COMPETENT_SEEN_ACCURACY:.0%} trained-pair accuracy."]
+            return [
+                "A task study (train.loss_on=answers) with no phase diagram: it needs runs over both γ and depth "
+                f"that reach {COMPETENT_SEEN_ACCURACY:.0%} trained-pair accuracy."
+            ]
         return [diagram.summary()]
     lines = []
     if analysis.verdict is not None and len(groups) >= 2:
@@ -39,7 +42,9 @@ def summary_lines(analysis: Analysis) -> list[str]:
     lines += [c.verdict for c in headline(analysis.comparisons)]
     if not lines:
         if len(groups) < 2:
-            lines.append(f"One group ({group_label(groups[0]) if groups else 'none'}): nothing to compare; the fits below describe its scaling.")
+            lines.append(
+                f"One group ({group_label(groups[0]) if groups else 'none'}): nothing to compare; the fits below describe its scaling."
+            )
         else:
             lines.append("No two groups could be fitted with the same form: nothing to compare.")
     holdout = holdout_line(analysis)
@@ -59,12 +64,16 @@ def holdout_line(analysis: Analysis) -> str | None:
     noun = _HOLDOUT_NOUN[analysis.holdout_mode]
     if not predictions:
         return f"Hold-out ({noun}): no fit had enough runs left to refit without its held-out ones, so nothing was predicted."
-    parts = [f"{group_label(p.group)} {format_percent(p.relative_error)}" for p in headline_predictions(analysis)]
+    parts = [
+        f"{group_label(p.group)} {format_percent(p.relative_error)}" for p in headline_predictions(analysis)
+    ]
     with_interval = [p for p in predictions if p.inside is not None]
     inside = sum(bool(p.inside) for p in with_interval)
     worst = max(abs(p.relative_error) for p in predictions)
-    text = (f"Hold-out ({noun}, refitted without it): the law predicts the held-out runs' loss to within "
-            f"{worst:.1%} over {len(predictions)} prediction(s)")
+    text = (
+        f"Hold-out ({noun}, refitted without it): the law predicts the held-out runs' loss to within "
+        f"{worst:.1%} over {len(predictions)} prediction(s)"
+    )
     if parts:
         text += f" ({', '.join(parts)} for {_where(headline_predictions(analysis)[0])})"
     if with_interval:
@@ -84,7 +93,9 @@ def headline_predictions(analysis: Analysis) -> list[HoldoutPrediction]:
         top = max(next(iter(p.slice.values()), 0.0) for p in chosen)
         chosen = [p for p in chosen if next(iter(p.slice.values()), 0.0) == top]
     if form == "joint":  # one cell per group: the largest D of the held-out size
-        chosen = [max((p for p in chosen if p.group == g), key=lambda p: p.tokens) for g in _unique_groups(chosen)]
+        chosen = [
+            max((p for p in chosen if p.group == g), key=lambda p: p.tokens) for g in _unique_groups(chosen)
+        ]
     return chosen
 
 
@@ -124,19 +135,35 @@ def e_known_line(analysis: Analysis) -> str | None:
     for fit in chosen[:4]:
         ci = format_ci(fit.ci.get("E"))
         who = "" if fit.e_mode == "shared" else f" for {group_label(fit.group)}"
-        parts.append(f"{FORM_TITLES[fit.form].split(' = ')[0]}{' at ' + slice_label(fit.slice) if fit.slice else ''}{who}: "
-                     f"E = {format_number(fit.params['E'])}{' ' + ci if ci else ''} ({fit.params['E'] - known:+.3g})")
-    caveat = "" if joint or not any(f.slice for f in chosen) else (
-        " A one-variable law at a fixed D (or N) also holds what that D (or N) leaves, so its E lies above the entropy "
-        "rate by construction.")
-    return f"The data's entropy rate is {known:.4g} nats per token; the fitted E ({mode}): " + "; ".join(parts) + "." + caveat
+        parts.append(
+            f"{FORM_TITLES[fit.form].split(' = ')[0]}{' at ' + slice_label(fit.slice) if fit.slice else ''}{who}: "
+            f"E = {format_number(fit.params['E'])}{' ' + ci if ci else ''} ({fit.params['E'] - known:+.3g})"
+        )
+    caveat = (
+        ""
+        if joint or not any(f.slice for f in chosen)
+        else (
+            " A one-variable law at a fixed D (or N) also holds what that D (or N) leaves, so its E lies above the entropy "
+            "rate by construction."
+        )
+    )
+    return (
+        f"The data's entropy rate is {known:.4g} nats per token; the fitted E ({mode}): "
+        + "; ".join(parts)
+        + "."
+        + caveat
+    )
 
 
 def _distinct_e(fits: Sequence[FitResult]) -> list[FitResult]:
     """One fit per distinct E (a shared E once per joint fit), largest slice first."""
     out, seen = [], set()
     for fit in sorted(fits, key=lambda f: -next(iter(f.slice.values()), 0.0)):
-        key = (fit.form, tuple(sorted(fit.slice.items())), None if fit.e_mode == "shared" else repr(fit.group))
+        key = (
+            fit.form,
+            tuple(sorted(fit.slice.items())),
+            None if fit.e_mode == "shared" else repr(fit.group),
+        )
         if key not in seen and np.isfinite(fit.params.get("E", np.nan)):
             seen.add(key)
             out.append(fit)

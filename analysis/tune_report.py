@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import plotly.graph_objects as go
 
@@ -46,10 +47,12 @@ def render_tune_report(
     space: Mapping[str, str],
 ) -> str:
     """The report as one HTML string."""
-    created = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Tuning report: {grid}"
     sections = [
-        _section("best", "Best values", _best_table(studies, metric), f"{metric}, minimized; one study per group."),
+        _section(
+            "best", "Best values", _best_table(studies, metric), f"{metric}, minimized; one study per group."
+        ),
         _section("rule", "Size rule", _rule_body(rules)),
     ]
     nav = [("best", "Best values"), ("rule", "Size rule")]
@@ -78,7 +81,18 @@ def write_tune_report(path: str | Path, **parts: Any) -> Path:
 
 
 def _best_table(studies: Sequence[StudyPanel], metric: str) -> str:
-    header = ["study", "N (non-emb.)", "complete", "pruned", "failed", "stopped", "best params", metric, "trial", "run"]
+    header = [
+        "study",
+        "N (non-emb.)",
+        "complete",
+        "pruned",
+        "failed",
+        "stopped",
+        "best params",
+        metric,
+        "trial",
+        "run",
+    ]
     rows = []
     for panel in studies:
         counts = trial_counts(panel.study)
@@ -88,7 +102,12 @@ def _best_table(studies: Sequence[StudyPanel], metric: str) -> str:
         else:
             params = "<br>".join(f"{_e(k)} = {_e(_short(v))}" for k, v in best.params.items())
             diverged = " <small>(diverged)</small>" if best.user_attrs.get("status") == "diverged" else ""
-            cells = [params, f"{best.value:.4f}{diverged}", str(best.number), _e(best.user_attrs.get("run_id", ""))]
+            cells = [
+                params,
+                f"{best.value:.4f}{diverged}",
+                str(best.number),
+                _e(best.user_attrs.get("run_id", "")),
+            ]
         head = [_e(panel.group_key), f"{panel.n_params_non_embedding:,}"]
         head += [str(counts[state]) for state in ("COMPLETE", "PRUNED", "FAIL", "STOPPED")]
         rows.append(([*head, *cells], "" if best is not None else "partial"))
@@ -173,7 +192,9 @@ def _study_body(panel: StudyPanel, anchor: str, metric: str) -> str:
         except (RuntimeError, ValueError, ZeroDivisionError) as error:  # degenerate trials (all values equal)
             parts.append(_empty(f"Parameter importances: skipped ({error})."))
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
-        figure = _titled(vis.plot_intermediate_values(study), f"{metric} while training (pruned trials stop early)")
+        figure = _titled(
+            vis.plot_intermediate_values(study), f"{metric} while training (pruned trials stop early)"
+        )
         figure.update_yaxes(title_text=metric)
         figure.update_xaxes(title_text="step")
         parts.append(_figure_html(figure, f"{anchor}-intermediate"))
@@ -223,7 +244,9 @@ def trial_counts(study: Any) -> dict[str, int]:
 def best_trial(study: Any) -> Any:
     """The complete trial of lowest value (the earliest of equals: trials that shared a run), or None."""
     trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)]
+    complete = [
+        t for t in trials if t.state.name == "COMPLETE" and t.value is not None and math.isfinite(t.value)
+    ]
     return min(complete, key=lambda t: (t.value, t.number)) if complete else None
 
 

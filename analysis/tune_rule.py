@@ -13,8 +13,9 @@ three on, the slope's standard error is reported too. Imports neither torch nor 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +56,9 @@ class SizeRule:
         error = f" ± {self.k_stderr:.2g}" if self.k_stderr is not None else ""
         where = ", ".join(f"{k}={v}" for k, v in self.where.items())
         at = f" at {where}" if where else ""
-        return f"{self.param} ≈ {self.coefficient:.4g} · N^{self.k:.3f}{error}{at} ({len(self.n_params)} sizes)"
+        return (
+            f"{self.param} ≈ {self.coefficient:.4g} · N^{self.k:.3f}{error}{at} ({len(self.n_params)} sizes)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,7 +75,9 @@ class SizeRule:
         }
 
 
-def power_law_fit(n_params: Sequence[float], values: Sequence[float]) -> tuple[float, float, float | None, np.ndarray]:
+def power_law_fit(
+    n_params: Sequence[float], values: Sequence[float]
+) -> tuple[float, float, float | None, np.ndarray]:
     """Least squares of log(values) = a + k·log(n_params): returns (a, k, stderr of k, residuals).
 
     Needs at least two distinct positive N and positive values; stderr is None with two points.
@@ -91,7 +96,9 @@ def power_law_fit(n_params: Sequence[float], values: Sequence[float]) -> tuple[f
     return float(a), float(k), stderr, residuals
 
 
-def fit_size_rules(groups: Sequence[TunedGroup], params: Sequence[str], slice_keys: Sequence[str]) -> list[SizeRule]:
+def fit_size_rules(
+    groups: Sequence[TunedGroup], params: Sequence[str], slice_keys: Sequence[str]
+) -> list[SizeRule]:
     """One rule per parameter and per setting of ``slice_keys`` (the group keys that are not
     model size) that has groups at two or more sizes. Parameters whose best values are not
     positive numbers (choices, zero) are skipped: a power law cannot hold them."""
@@ -129,4 +136,6 @@ def fit_size_rules(groups: Sequence[TunedGroup], params: Sequence[str], slice_ke
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )

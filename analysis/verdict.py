@@ -20,8 +20,9 @@ why (exponents whose intervals overlap while one setting is lower in every cell,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from analysis.compare import Comparison, headline
 from analysis.gap import GapComparison, trend_text
@@ -39,15 +40,24 @@ class Verdict:
     text: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"faster": self.faster, "basis": self.basis, "significant": self.significant, "text": self.text}
+        return {
+            "faster": self.faster,
+            "basis": self.basis,
+            "significant": self.significant,
+            "text": self.text,
+        }
 
 
-def decide(groups: Sequence[dict[str, Any]], comparisons: Sequence[Comparison], gaps: Sequence[GapComparison]) -> Verdict:
+def decide(
+    groups: Sequence[dict[str, Any]], comparisons: Sequence[Comparison], gaps: Sequence[GapComparison]
+) -> Verdict:
     """The verdict for the groups of one analysis (see the module docstring for the rules)."""
     if len(groups) < 2:
         return Verdict(None, None, False, "One group: nothing to compare.")
     if len(groups) > 2:
-        return Verdict(None, None, False, f"{len(groups)} groups: no single verdict; see the pairwise comparisons.")
+        return Verdict(
+            None, None, False, f"{len(groups)} groups: no single verdict; see the pairwise comparisons."
+        )
     lead = [c for c in headline(comparisons) if c.form != "isoflop"]
     gap = gaps[0] if gaps else None
     winners = {group_label(c.faster) for c in lead if c.faster is not None}
@@ -61,8 +71,10 @@ def decide(groups: Sequence[dict[str, Any]], comparisons: Sequence[Comparison], 
         winner = winners.pop()
         text = f"{winner} descends faster: {exponents}."
         if gap_winner is not None and gap_winner != winner:
-            text += (f" On the data, {on_data}: {gap_winner}'s loss falls by more nats per decade here because it lies "
-                     f"further above the floor both approach; the exponent measures that approach, and it favours {winner}.")
+            text += (
+                f" On the data, {on_data}: {gap_winner}'s loss falls by more nats per decade here because it lies "
+                f"further above the floor both approach; the exponent measures that approach, and it favours {winner}."
+            )
         elif on_data:
             text += f" On the data themselves, {on_data}."
         return Verdict(winner, "exponent", True, text)
@@ -70,18 +82,38 @@ def decide(groups: Sequence[dict[str, Any]], comparisons: Sequence[Comparison], 
         noun = AXIS_NOUNS.get(trend.axis, trend.axis)
         why = f" ({exponents}; the exponents do not separate the settings)" if exponents else ""
         if _lower_at_largest(gap) == gap_winner:
-            return Verdict(gap_winner, "gap_trend", True, f"{gap_winner} descends faster with {noun} on the data: {on_data}{why}.")
-        return Verdict(None, None, False,
-                       f"No verdict: {on_data}, but {gap_winner} is still the higher curve at the largest scale: it closes in, as a "
-                       f"curve further above the floor both approach does even with an equal or smaller exponent{why}.")
-    if gap is not None and (gap.first_lower == len(gap.cells) or gap.second_lower == len(gap.cells)) and len(gap.cells) >= 2:
+            return Verdict(
+                gap_winner,
+                "gap_trend",
+                True,
+                f"{gap_winner} descends faster with {noun} on the data: {on_data}{why}.",
+            )
+        return Verdict(
+            None,
+            None,
+            False,
+            f"No verdict: {on_data}, but {gap_winner} is still the higher curve at the largest scale: it closes in, as a "
+            f"curve further above the floor both approach does even with an equal or smaller exponent{why}.",
+        )
+    if (
+        gap is not None
+        and (gap.first_lower == len(gap.cells) or gap.second_lower == len(gap.cells))
+        and len(gap.cells) >= 2
+    ):
         lower = group_label(gap.first if gap.first_lower else gap.second)
-        text = (f"No verdict on the slope: {lower} is lower in every cell, but neither the exponents"
-                f"{' (' + exponents + ')' if exponents else ''} nor the gap's trend with scale separate the settings: "
-                f"{lower} is better at these scales, not shown to descend faster.")
+        text = (
+            f"No verdict on the slope: {lower} is lower in every cell, but neither the exponents"
+            f"{' (' + exponents + ')' if exponents else ''} nor the gap's trend with scale separate the settings: "
+            f"{lower} is better at these scales, not shown to descend faster."
+        )
         return Verdict(None, None, False, text)
     parts = [p for p in (exponents, on_data) if p]
-    return Verdict(None, None, False, "No verdict: " + ("; ".join(parts) if parts else "nothing separates the settings") + ".")
+    return Verdict(
+        None,
+        None,
+        False,
+        "No verdict: " + ("; ".join(parts) if parts else "nothing separates the settings") + ".",
+    )
 
 
 def _lower_at_largest(gap: GapComparison) -> str | None:
@@ -102,10 +134,12 @@ def _exponent_clause(lead: Sequence[Comparison]) -> str:
             continue
         sym = {"alpha": "α", "beta": "β"}.get(c.exponent, c.exponent)
         first, second = group_label(c.first), group_label(c.second)
-        out.append(f"{sym} = {format_number(c.first_value)} {format_ci(c.first_ci)} for {first} vs "
-                   f"{format_number(c.second_value)} {format_ci(c.second_ci)} for {second}, difference "
-                   f"{format_number(c.difference)} {format_ci(c.difference_ci)}"
-                   + ("" if c.excludes_zero else " (includes 0)"))
+        out.append(
+            f"{sym} = {format_number(c.first_value)} {format_ci(c.first_ci)} for {first} vs "
+            f"{format_number(c.second_value)} {format_ci(c.second_ci)} for {second}, difference "
+            f"{format_number(c.difference)} {format_ci(c.difference_ci)}"
+            + ("" if c.excludes_zero else " (includes 0)")
+        )
     return "; ".join(out)
 
 

@@ -31,4 +31,4 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
-    return Path(tracking_uri[len(prefix):])
+    return Path(tracking_uri[len(prefix) :])

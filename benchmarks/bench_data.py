@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.data import DataConfig, build_source, write_memmap  # noqa: E402
+from trainers.data import DataConfig, build_source, write_memmap
 
 
 def tokens_per_s(config: DataConfig, seq_len: int, batch_size: int, steps: int) -> float:
@@ -42,9 +42,7 @@ def measure(seq_len: int = 128, batch_size: int = 32, steps: int = 2000) -> dict
 
     result: dict[str, float | int] = {"seq_len": args.seq_len, "batch_size": args.batch_size}
     result["synthetic_tokens_per_s"] = tokens_per_s(DataConfig(), *shape)
-    result["synthetic_composite_0.2_tokens_per_s"] = tokens_per_s(
-        DataConfig(composite_fraction=0.2), *shape
-    )
+    result["synthetic_composite_0.2_tokens_per_s"] = tokens_per_s(DataConfig(composite_fraction=0.2), *shape)
     result["composite_tokens_per_s"] = tokens_per_s(DataConfig(source="composite"), *shape)
     with tempfile.TemporaryDirectory() as tmp:
         tokens = np.random.default_rng(0).integers(0, 50257, size=10_000_000)
@@ -53,13 +51,13 @@ def measure(seq_len: int = 128, batch_size: int = 32, steps: int = 2000) -> dict
         result["memmap_tokens_per_s"] = tokens_per_s(config, *shape)
         text = Path(tmp) / "corpus.txt"
         text.write_bytes(tokens.astype(np.uint8).tobytes())
-        result["text_tokens_per_s"] = tokens_per_s(
-            DataConfig(source="text", path=str(text)), *shape
-        )
+        result["text_tokens_per_s"] = tokens_per_s(DataConfig(source="text", path=str(text)), *shape)
     result["synthetic_build_s"] = build_s
 
     for key, value in result.items():
-        print(f"{key:>40}: {value:,.4g}" if isinstance(value, float) else f"{key:>40}: {value}", file=sys.stderr)
+        print(
+            f"{key:>40}: {value:,.4g}" if isinstance(value, float) else f"{key:>40}: {value}", file=sys.stderr
+        )
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
 
 

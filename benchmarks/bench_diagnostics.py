@@ -34,11 +34,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import trainers.loop as loop  # noqa: E402
-from trainers.config import load_run_config  # noqa: E402
-from trainers.probes import build_probes  # noqa: E402
+import trainers.loop as loop
+from trainers.config import load_run_config
+from trainers.probes import build_probes
 
-BASE = ["train.batch_size=32", "train.seq_len=128", "data.composite_fraction=0.2", "train.checkpoint_every=1000000"]
+BASE = [
+    "train.batch_size=32",
+    "train.seq_len=128",
+    "data.composite_fraction=0.2",
+    "train.checkpoint_every=1000000",
+]
 
 
 class _TimedProbes:
@@ -98,14 +103,19 @@ def bench_size(preset: str, steps: int, repeats: int, threads: int, on_only: boo
     return row
 
 
-def measure(sizes: str = "tiny,100k", steps: int = 100, repeats: int = 3, threads: int = 1, on_only: bool = False) -> dict:
+def measure(
+    sizes: str = "tiny,100k", steps: int = 100, repeats: int = 3, threads: int = 1, on_only: bool = False
+) -> dict:
     rows = []
     for preset in sizes.split(","):
         rows.append(bench_size(preset, steps, repeats, threads, on_only))
         row = rows[-1]
         wall = "" if on_only else f"{row['wall_s_off']:.2f} s off, "
         wall += f"{row['wall_s_on']:.2f} s on" + ("" if on_only else f" ({row['overhead_wall']:+.1%})")
-        print(f"{preset:>5}: {wall}; {row['probe_s']:.2f} s in probes: overhead {row['overhead']:.1%}", file=sys.stderr)
+        print(
+            f"{preset:>5}: {wall}; {row['probe_s']:.2f} s in probes: overhead {row['overhead']:.1%}",
+            file=sys.stderr,
+        )
     result = {
         "diagnostics_overhead": max(r["overhead"] for r in rows),
         "probe_share": max(r["probe_share"] for r in rows),

@@ -28,17 +28,21 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.bootstrap import bootstrap_fit, resample_weights  # noqa: E402
-from analysis.fit import design, fit_power_law  # noqa: E402
-from analysis.objective import Layout, minimize_from, params_to_theta, single_threaded_blas  # noqa: E402
-from analysis.synthetic import CHINCHILLA, synthetic_runs  # noqa: E402
+from analysis.bootstrap import bootstrap_fit, resample_weights
+from analysis.fit import design, fit_power_law
+from analysis.objective import Layout, minimize_from, params_to_theta, single_threaded_blas
+from analysis.synthetic import CHINCHILLA, synthetic_runs
 
 
-def measure(resamples: int = 1000, naive_resamples: int = 5, lbfgsb_resamples: int = 100, seed: int = 0) -> dict:
+def measure(
+    resamples: int = 1000, naive_resamples: int = 5, lbfgsb_resamples: int = 100, seed: int = 0
+) -> dict:
     args = argparse.Namespace(
         resamples=resamples, naive_resamples=naive_resamples, lbfgsb_resamples=lbfgsb_resamples, seed=seed
     )
-    frame = synthetic_runs(n_params=np.logspace(7, 10, 10), tokens=np.logspace(9, 12, 25), noise=0.01, seed=args.seed)
+    frame = synthetic_runs(
+        n_params=np.logspace(7, 10, 10), tokens=np.logspace(9, 12, 25), noise=0.01, seed=args.seed
+    )
     assert len(frame) == 250
 
     start = time.perf_counter()
@@ -80,15 +84,20 @@ def measure(resamples: int = 1000, naive_resamples: int = 5, lbfgsb_resamples: i
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
-    print(f"full fit {fit_s:.2f} s; {args.resamples} resamples {boot_s:.2f} s "
-          f"(warm L-BFGS-B ≈ {lbfgsb_s:.1f} s, naive multi-start ≈ {naive_s:.0f} s)", file=sys.stderr)
+    print(
+        f"full fit {fit_s:.2f} s; {args.resamples} resamples {boot_s:.2f} s "
+        f"(warm L-BFGS-B ≈ {lbfgsb_s:.1f} s, naive multi-start ≈ {naive_s:.0f} s)",
+        file=sys.stderr,
+    )
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--naive-resamples", type=int, default=5, help="resamples timed for the naive reference")
+    parser.add_argument(
+        "--naive-resamples", type=int, default=5, help="resamples timed for the naive reference"
+    )
     parser.add_argument("--lbfgsb-resamples", type=int, default=100, help="resamples timed for warm L-BFGS-B")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

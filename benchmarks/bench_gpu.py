@@ -43,20 +43,20 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.callbacks import JsonlLogger, read_jsonl  # noqa: E402
-from trainers.config import load_run_config, resolve  # noqa: E402
-from trainers.data import build_source  # noqa: E402
-from trainers.init import init_weights  # noqa: E402
-from trainers.launch import run_local  # noqa: E402
-from trainers.model import Transformer  # noqa: E402
-from trainers.optim import build_optimizer  # noqa: E402
+from trainers.callbacks import JsonlLogger, read_jsonl
+from trainers.config import load_run_config, resolve
+from trainers.data import build_source
+from trainers.init import init_weights
+from trainers.launch import run_local
+from trainers.model import Transformer
+from trainers.optim import build_optimizer
 
 NO_GPU = "bench_gpu: no CUDA GPU visible (torch.cuda.is_available() is false); run it on a machine with an NVIDIA GPU"
 
@@ -146,9 +146,17 @@ def trainer_window_rates(overrides: list[str], steps: int, window: int) -> list[
     tokens = steps * run.config.train.batch_size * run.config.train.seq_len
     with tempfile.TemporaryDirectory() as folder:
         log = Path(folder) / "metrics.jsonl"
-        config = load_run_config(None, [*overrides, f"train.tokens={tokens}", f"train.log_every={window}",
-                                        "train.eval_every=1000000", "train.checkpoint_every=1000000",
-                                        "diag.enabled=false"])
+        config = load_run_config(
+            None,
+            [
+                *overrides,
+                f"train.tokens={tokens}",
+                f"train.log_every={window}",
+                "train.eval_every=1000000",
+                "train.checkpoint_every=1000000",
+                "diag.enabled=false",
+            ],
+        )
         run_local(config, Path(folder) / "run", [JsonlLogger(log)])
         return [r["train/tokens_per_s"] for r in read_jsonl(log) if r.get("kind") == "train"]
 
@@ -157,8 +165,10 @@ def attempt(measure_rates: Callable[..., list[float]], *args) -> tuple[float | N
     """(steady tokens/s, None), or (None, the error) so that one failing row does not stop the rest."""
     try:
         return steady_rate(measure_rates(*args)), None
-    except Exception as error:  # noqa: BLE001 (out of memory, DeepSpeed and launch errors alike)
-        first_line = (str(error).strip().splitlines() or [""])[0]  # e.g. "CUDA out of memory. Tried to allocate ..."
+    except Exception as error:
+        first_line = (str(error).strip().splitlines() or [""])[
+            0
+        ]  # e.g. "CUDA out of memory. Tried to allocate ..."
         return None, f"{type(error).__name__}: {first_line[:300]}"
     finally:
         gc.collect()  # the failed run's tensors, then the cached blocks, before the next row
@@ -181,18 +191,28 @@ def measure(
     if not torch.cuda.is_available():
         raise RuntimeError(NO_GPU)
     if steps % window or steps < 2 * window:
-        raise ValueError(f"steps must be a multiple of window and at least two windows, got {steps} and {window}")
+        raise ValueError(
+            f"steps must be a multiple of window and at least two windows, got {steps} and {window}"
+        )
     device = torch.cuda.get_device_name()
     peak = bf16_peak_for(device)
     matmul = matmul_bf16_flops()
-    print(f"{device}: bf16 matmul {matmul / 1e12:.0f} TFLOP/s, datasheet peak "
-          f"{f'{peak / 1e12:.1f} TFLOP/s' if peak else 'unknown'}", file=sys.stderr)
+    print(
+        f"{device}: bf16 matmul {matmul / 1e12:.0f} TFLOP/s, datasheet peak "
+        f"{f'{peak / 1e12:.1f} TFLOP/s' if peak else 'unknown'}",
+        file=sys.stderr,
+    )
     rows = []
     for preset in split(presets):
         b, t = SHAPES.get(preset, DEFAULT_SHAPE)
         b, t = batch or b, seq_len or t
-        overrides = [f"model.preset={preset}", f"train.batch_size={b}", f"train.seq_len={t}",
-                     "train.device=cuda", "train.precision=bf16"]
+        overrides = [
+            f"model.preset={preset}",
+            f"train.batch_size={b}",
+            f"train.seq_len={t}",
+            "train.device=cuda",
+            "train.precision=bf16",
+        ]
         flops_per_token = resolve(load_run_config(None, overrides)).flops_per_token
         plain, plain_error = attempt(plain_window_rates, overrides, steps, window)
         runs = [("plain", None, False, plain, plain_error)]
@@ -201,9 +221,16 @@ def measure(
             runs.append(("torch", None, compile, *attempt(trainer_window_rates, compiled, steps, window)))
         for stage in split(zero):
             for compile in (False, True) if compile_deepspeed else (False,):
-                ds = [*overrides, "train.backend=deepspeed", "train.processes=1", f"train.zero_stage={stage}",
-                      f"train.compile={compile}"]
-                runs.append(("deepspeed", int(stage), compile, *attempt(trainer_window_rates, ds, steps, window)))
+                ds = [
+                    *overrides,
+                    "train.backend=deepspeed",
+                    "train.processes=1",
+                    f"train.zero_stage={stage}",
+                    f"train.compile={compile}",
+                ]
+                runs.append(
+                    ("deepspeed", int(stage), compile, *attempt(trainer_window_rates, ds, steps, window))
+                )
         for backend, stage, compile, rate, error in runs:
             row = {
                 "preset": preset,
@@ -222,7 +249,8 @@ def measure(
             rows.append(row)
             label = f"{preset} {backend}{f' ZeRO-{stage}' if stage is not None else ''}{' compiled' if compile else ''}"
             summary = error or f"{rate:,.0f} tok/s, MFU {row['mfu_vs_matmul']:.1%} of the matmul rate" + (
-                f", {row['vs_plain']:.3f}× plain" if row["vs_plain"] else "")
+                f", {row['vs_plain']:.3f}× plain" if row["vs_plain"] else ""
+            )
             print(f"{label:>20}: {summary}", file=sys.stderr)
     return {
         "device": device,
@@ -247,9 +275,13 @@ def _version(package: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default="125m,350m")
-    parser.add_argument("--zero", default="2,3", help="DeepSpeed ZeRO stages to run, comma-separated ('' for none)")
+    parser.add_argument(
+        "--zero", default="2,3", help="DeepSpeed ZeRO stages to run, comma-separated ('' for none)"
+    )
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--window", type=int, default=10, help="steps per timing window; the first window is warm-up")
+    parser.add_argument(
+        "--window", type=int, default=10, help="steps per timing window; the first window is warm-up"
+    )
     parser.add_argument("--batch", type=int, help="sequences per step for every preset (default: SHAPES)")
     parser.add_argument("--seq-len", type=int, help="tokens per sequence for every preset (default: SHAPES)")
     parser.add_argument("--compile-deepspeed", action="store_true", help="add a compiled row per ZeRO stage")
@@ -257,7 +289,9 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit(NO_GPU)  # one line on stderr, exit status 1
-    result = measure(args.presets, args.zero, args.steps, args.window, args.batch, args.seq_len, args.compile_deepspeed)
+    result = measure(
+        args.presets, args.zero, args.steps, args.window, args.batch, args.seq_len, args.compile_deepspeed
+    )
     line = json.dumps(result)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

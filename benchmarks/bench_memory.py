@@ -78,26 +78,51 @@ def run_child(kind: str, preset: str, steps: int) -> tuple[int, dict]:
     """(peak RSS in KiB, what the child reported) of one fresh child process of ``kind``."""
     with tempfile.TemporaryDirectory() as folder:
         result, log = Path(folder) / "result.json", Path(folder) / "stderr.log"
-        command = [sys.executable, "-c", LAUNCHER, sys.executable, str(Path(__file__).resolve()),
-                   "--child", kind, "--sizes", preset, "--steps", str(steps), "--result", str(result)]
+        command = [
+            sys.executable,
+            "-c",
+            LAUNCHER,
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--child",
+            kind,
+            "--sizes",
+            preset,
+            "--steps",
+            str(steps),
+            "--result",
+            str(result),
+        ]
         with open(log, "w") as stderr:
-            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                  env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
+            done = subprocess.run(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                check=False,
+            )
         fields = done.stdout.split()
         if len(fields) != 2 or fields[0] != "0" or not result.is_file():
             tail = " | ".join(log.read_text().strip().splitlines()[-3:])
-            raise RuntimeError(f"{kind} child at {preset} failed (launcher said {done.stdout.strip()!r}): {tail}")
+            raise RuntimeError(
+                f"{kind} child at {preset} failed (launcher said {done.stdout.strip()!r}): {tail}"
+            )
         return int(fields[1]), json.loads(result.read_text())
 
 
-def measure(sizes: str | list[str] = SIZES, steps: int = 6, repeats: int = 1, deepspeed: bool = False) -> dict:
+def measure(
+    sizes: str | list[str] = SIZES, steps: int = 6, repeats: int = 1, deepspeed: bool = False
+) -> dict:
     presets = sizes.split(",") if isinstance(sizes, str) else list(sizes)
     floor = statistics.median(run_child("floor", presets[0], steps)[0] for _ in range(repeats))
     if deepspeed:
         # Unmeasured: the first DeepSpeed run on a machine JIT-builds its shared-memory comm op
         # (minutes), and the compiler's peak would count as the worker's.
         run_child("deepspeed", presets[0], 1)
-        ds_floor = statistics.median(run_child("deepspeed-floor", presets[0], steps)[0] for _ in range(repeats))
+        ds_floor = statistics.median(
+            run_child("deepspeed-floor", presets[0], steps)[0] for _ in range(repeats)
+        )
     rows = []
     for preset in presets:
         started = time.perf_counter()
@@ -132,10 +157,13 @@ def measure(sizes: str | list[str] = SIZES, steps: int = 6, repeats: int = 1, de
             )
         rows.append(row)
         ds = f"; deepspeed {row['deepspeed_peak_mib']:,.0f} MiB" if deepspeed else ""
-        print(f"{preset:>5}: trainer {row['trainer_peak_mib']:,.0f} MiB, plain {row['plain_peak_mib']:,.0f} MiB, "
-              f"floor {row['import_floor_mib']:,.0f} MiB; above the floor {row['trainer_vs_plain']:.2f}× plain "
-              f"({row['trainer_minus_plain_mib']:+.0f} MiB); model state {row['model_state_mib']:,.1f} MiB{ds} "
-              f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+        print(
+            f"{preset:>5}: trainer {row['trainer_peak_mib']:,.0f} MiB, plain {row['plain_peak_mib']:,.0f} MiB, "
+            f"floor {row['import_floor_mib']:,.0f} MiB; above the floor {row['trainer_vs_plain']:.2f}× plain "
+            f"({row['trainer_minus_plain_mib']:+.0f} MiB); model state {row['model_state_mib']:,.1f} MiB{ds} "
+            f"({time.perf_counter() - started:.0f} s)",
+            file=sys.stderr,
+        )
     return {
         "threads": 1,
         "batch": BATCH,
@@ -155,7 +183,7 @@ def child(kind: str, preset: str, steps: int, result_path: str) -> None:
     """One measured process: the imports every kind shares, then the work of ``kind``."""
     import torch
 
-    import trainers.backends.torch_backend  # noqa: F401
+    import trainers.backends.torch_backend
     import trainers.launch  # noqa: F401  (imports the loop, config, model, data, probes, ...)
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], foreach=True)  # torch's deferred imports
@@ -174,8 +202,13 @@ def child(kind: str, preset: str, steps: int, result_path: str) -> None:
 
 def overrides_for(preset: str) -> list[str]:
     # device=cpu: on a GPU machine "auto" would train on the GPU, and RSS would not measure it.
-    return [f"model.preset={preset}", f"train.batch_size={BATCH}", f"train.seq_len={SEQ_LEN}",
-            "train.threads=1", "train.device=cpu"]
+    return [
+        f"model.preset={preset}",
+        f"train.batch_size={BATCH}",
+        f"train.seq_len={SEQ_LEN}",
+        "train.threads=1",
+        "train.device=cpu",
+    ]
 
 
 def plain_run(preset: str, steps: int) -> dict:
@@ -209,12 +242,17 @@ def trainer_run(preset: str, steps: int, deepspeed: bool) -> dict:
     from trainers.config import load_run_config
     from trainers.launch import run_local
 
-    overrides = [*overrides_for(preset), f"train.tokens={steps * BATCH * SEQ_LEN}",
-                 f"train.eval_every={max(1, steps // 2)}"]  # evals at the start, the middle and the end
+    overrides = [
+        *overrides_for(preset),
+        f"train.tokens={steps * BATCH * SEQ_LEN}",
+        f"train.eval_every={max(1, steps // 2)}",
+    ]  # evals at the start, the middle and the end
     if deepspeed:
         overrides += ["train.backend=deepspeed", "train.zero_stage=2", "train.processes=1"]
     with tempfile.TemporaryDirectory() as folder:
-        result = run_local(load_run_config(None, overrides), folder, [JsonlLogger(Path(folder) / "metrics.jsonl")])
+        result = run_local(
+            load_run_config(None, overrides), folder, [JsonlLogger(Path(folder) / "metrics.jsonl")]
+        )
     # The DeepSpeed run trained in a spawned process that run_local waited for: its peak is the
     # largest among this process's reaped children.
     return {
@@ -228,10 +266,18 @@ def trainer_run(preset: str, steps: int, deepspeed: bool) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=SIZES)
-    parser.add_argument("--steps", type=int, default=6, help="training steps per run (the peak comes at the first)")
-    parser.add_argument("--repeats", type=int, default=1, help="fresh processes per measure; the median is reported")
-    parser.add_argument("--deepspeed", action="store_true", help="also the DeepSpeed backend (ZeRO-2, 1 process)")
-    parser.add_argument("--child", choices=KIND_CHOICES, help=argparse.SUPPRESS)  # internal: one measured process
+    parser.add_argument(
+        "--steps", type=int, default=6, help="training steps per run (the peak comes at the first)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="fresh processes per measure; the median is reported"
+    )
+    parser.add_argument(
+        "--deepspeed", action="store_true", help="also the DeepSpeed backend (ZeRO-2, 1 process)"
+    )
+    parser.add_argument(
+        "--child", choices=KIND_CHOICES, help=argparse.SUPPRESS
+    )  # internal: one measured process
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

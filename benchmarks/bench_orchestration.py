@@ -37,13 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import yaml  # noqa: E402
+import yaml
 
-from orchestrator.cluster import connect, disconnect  # noqa: E402
-from orchestrator.plan import Capacity, concurrent_runs  # noqa: E402
-from orchestrator.spec import expand  # noqa: E402
-from orchestrator.submit import plan, run  # noqa: E402
-from orchestrator.worker import train_point  # noqa: E402
+from orchestrator.cluster import connect, disconnect
+from orchestrator.plan import Capacity, concurrent_runs
+from orchestrator.spec import expand
+from orchestrator.submit import plan, run
+from orchestrator.worker import train_point
 
 
 def write_grid(folder: Path, runs: int, tokens: int) -> Path:
@@ -236,7 +236,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=250_000, help="training tokens per run")
     parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--alone-sample", type=int, help="time only this many runs alone (they cost the same)")
+    parser.add_argument(
+        "--alone-sample", type=int, help="time only this many runs alone (they cost the same)"
+    )
     args = parser.parse_args()
     print(json.dumps(measure(args.runs, args.tokens, args.repeats, args.alone_sample)))
 

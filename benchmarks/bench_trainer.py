@@ -44,13 +44,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.callbacks import Callback  # noqa: E402
-from trainers.config import load_run_config, resolve  # noqa: E402
-from trainers.data import build_source  # noqa: E402
-from trainers.init import init_weights  # noqa: E402
-from trainers.launch import run_local  # noqa: E402
-from trainers.model import Transformer  # noqa: E402
-from trainers.optim import build_optimizer  # noqa: E402
+from trainers.callbacks import Callback
+from trainers.config import load_run_config, resolve
+from trainers.data import build_source
+from trainers.init import init_weights
+from trainers.launch import run_local
+from trainers.model import Transformer
+from trainers.optim import build_optimizer
 
 BATCH = ["train.batch_size=32", "train.seq_len=128"]
 WINDOW = 2  # steps per timing window, on each side
@@ -80,7 +80,9 @@ class PlainLoop:
     def __init__(self, overrides: list[str], steps: int):
         run = resolve(load_run_config(None, overrides))
         source = build_source(run.config.data, run.config.train.seq_len, run.config.seed)
-        self.batches = [torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps)]
+        self.batches = [
+            torch.from_numpy(source.train_batch(s, run.config.train.batch_size)) for s in range(steps)
+        ]
         self.model = Transformer(run.arch)
         init_weights(self.model, run.config.init, torch.Generator().manual_seed(0))
         self.optimizer = build_optimizer(self.model, run.config.optim)
@@ -134,9 +136,17 @@ def interleaved(overrides: list[str], steps: int, peak: MatmulPeak) -> Windows:
     side = Interleave(PlainLoop(overrides, steps), peak)
     with tempfile.TemporaryDirectory() as folder:
         # Diagnostics off: they run at evals, off the clock, and have a benchmark of their own.
-        config = load_run_config(None, [*overrides, f"train.tokens={tokens}", f"train.log_every={WINDOW}",
-                                        "train.eval_every=1000000", "train.checkpoint_every=1000000",
-                                        "diag.enabled=false"])
+        config = load_run_config(
+            None,
+            [
+                *overrides,
+                f"train.tokens={tokens}",
+                f"train.log_every={WINDOW}",
+                "train.eval_every=1000000",
+                "train.checkpoint_every=1000000",
+                "diag.enabled=false",
+            ],
+        )
         run_local(config, folder, [side])
     trainer, plain = side.trainer_rates[WARM_UP_PAIRS:], side.plain_rates[WARM_UP_PAIRS:]
     peaks = side.peaks[WARM_UP_PAIRS:]
@@ -156,9 +166,17 @@ def whole_run_tokens_per_s(overrides: list[str], steps: int) -> float:
     run = resolve(load_run_config(None, overrides))
     tokens = steps * run.config.train.batch_size * run.config.train.seq_len
     with tempfile.TemporaryDirectory() as folder:
-        config = load_run_config(None, [*overrides, f"train.tokens={tokens}", "train.eval_every=1000000",
-                                        "train.checkpoint_every=1000000", "train.log_every=1000000",
-                                        "diag.enabled=false"])
+        config = load_run_config(
+            None,
+            [
+                *overrides,
+                f"train.tokens={tokens}",
+                "train.eval_every=1000000",
+                "train.checkpoint_every=1000000",
+                "train.log_every=1000000",
+                "diag.enabled=false",
+            ],
+        )
         return run_local(config, folder).tokens_per_s
 
 
@@ -214,8 +232,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,1m,5m")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--deepspeed", action="store_true", help="also time the DeepSpeed backend (1 process)")
-    parser.add_argument("--compile", default="", metavar="SIZES", help="also time train.compile=true at these sizes")
+    parser.add_argument(
+        "--deepspeed", action="store_true", help="also time the DeepSpeed backend (1 process)"
+    )
+    parser.add_argument(
+        "--compile", default="", metavar="SIZES", help="also time train.compile=true at these sizes"
+    )
     args = parser.parse_args()
     print(json.dumps(measure(args.sizes, args.steps, args.repeats, args.deepspeed, args.compile)))
 

@@ -23,11 +23,11 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainers.backends.torch_backend import TorchBackend  # noqa: E402
-from trainers.config import load_run_config, resolve  # noqa: E402
-from trainers.data import build_source  # noqa: E402
-from trainers.init import init_weights  # noqa: E402
-from trainers.model import Transformer  # noqa: E402
+from trainers.backends.torch_backend import TorchBackend
+from trainers.config import load_run_config, resolve
+from trainers.data import build_source
+from trainers.init import init_weights
+from trainers.model import Transformer
 
 # Kernel name pattern -> kind, first match wins (cuBLAS and CUTLASS matmuls have many names).
 KINDS = (
@@ -56,11 +56,23 @@ def main() -> None:
     if not torch.cuda.is_available():
         raise SystemExit("profile_gpu: no CUDA GPU visible")
 
-    run = resolve(load_run_config(None, [
-        f"model.preset={args.preset}", f"train.batch_size={args.batch}", f"train.seq_len={args.seq_len}",
-        "train.device=cuda", "train.precision=bf16", f"train.compile={args.compile}"]))
+    run = resolve(
+        load_run_config(
+            None,
+            [
+                f"model.preset={args.preset}",
+                f"train.batch_size={args.batch}",
+                f"train.seq_len={args.seq_len}",
+                "train.device=cuda",
+                "train.precision=bf16",
+                f"train.compile={args.compile}",
+            ],
+        )
+    )
     source = build_source(run.config.data, args.seq_len, run.config.seed)
-    rows = [torch.from_numpy(source.train_batch(s, args.batch)).cuda() for s in range(args.warmup + args.steps)]
+    rows = [
+        torch.from_numpy(source.train_batch(s, args.batch)).cuda() for s in range(args.warmup + args.steps)
+    ]
     batches = [(row[:, :-1], row[:, 1:]) for row in rows]
     model = Transformer(run.arch)
     init_weights(model, run.config.init, torch.Generator().manual_seed(run.config.seed))
@@ -71,21 +83,25 @@ def main() -> None:
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
-        for batch in batches[args.warmup:]:
+        for batch in batches[args.warmup :]:
             backend.train_step(*batch, lr=1e-4)
         torch.cuda.synchronize()
         wall_ms = (time.perf_counter() - start) * 1e3 / args.steps
 
     kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
-    per_step = {e.key: e.self_device_time_total / 1e3 / args.steps for e in kernels}  # µs total -> ms per step
+    per_step = {
+        e.key: e.self_device_time_total / 1e3 / args.steps for e in kernels
+    }  # µs total -> ms per step
     by_kind: dict[str, float] = defaultdict(float)
     for name, ms in per_step.items():
         by_kind[kind_of(name)] += ms
     busy_ms = sum(per_step.values())
     tokens = args.batch * args.seq_len
-    print(f"{args.preset}, {args.batch}×{args.seq_len} tokens, {'compiled' if args.compile else 'eager'}: "
-          f"{wall_ms:.1f} ms per step ({tokens / wall_ms * 1e3:,.0f} tok/s), GPU busy {busy_ms:.1f} ms, "
-          f"idle {max(wall_ms - busy_ms, 0):.1f} ms")
+    print(
+        f"{args.preset}, {args.batch}×{args.seq_len} tokens, {'compiled' if args.compile else 'eager'}: "
+        f"{wall_ms:.1f} ms per step ({tokens / wall_ms * 1e3:,.0f} tok/s), GPU busy {busy_ms:.1f} ms, "
+        f"idle {max(wall_ms - busy_ms, 0):.1f} ms"
+    )
     for kind, ms in sorted(by_kind.items(), key=lambda item: -item[1]):
         print(f"  {kind:<24} {ms:7.2f} ms  {ms / wall_ms:6.1%} of the step")
     print("  slowest kernels (ms per step):")

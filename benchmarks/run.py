@@ -99,9 +99,15 @@ def machine() -> dict:
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
         cpu = names[0] if names else cpu
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3 if hasattr(os, "sysconf") else None
+    memory = (
+        os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3 if hasattr(os, "sysconf") else None
+    )
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -143,7 +149,15 @@ def main() -> None:
 
         rewrite_generated(BENCHMARKS_MD, name, document)
         print(f"rewrote the {name} results in {BENCHMARKS_MD}", file=sys.stderr)
-    print(json.dumps({**figures, "targets": {k: TARGETS[k][0] for k in figures}, "targets_met": document["targets_met"]}))
+    print(
+        json.dumps(
+            {
+                **figures,
+                "targets": {k: TARGETS[k][0] for k in figures},
+                "targets_met": document["targets_met"],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from orchestrator.cli_support import json_option, print_json, set_option, user_e
 from orchestrator.commands import cancel, mlflow_ui, status, submit
 from orchestrator.tune_command import tune
 
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gammaray")
 def main() -> None:
@@ -25,7 +26,12 @@ def main() -> None:
 @main.command()
 @click.argument("run_file", required=False, type=click.Path(dir_okay=False))
 @set_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Run folder (default: <workspace>/train/<run-id>).")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Run folder (default: <workspace>/train/<run-id>).",
+)
 @json_option
 @user_errors
 def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None, as_json: bool) -> None:

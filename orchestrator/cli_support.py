@@ -8,7 +8,8 @@ import math
 import signal
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -57,7 +58,9 @@ set_option = click.option(
     metavar="KEY=VALUE",
     help="Override a config key, e.g. --set init.gamma=0.5 (repeatable).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document as the last stdout line.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document as the last stdout line."
+)
 
 
 class sigterm_as_interrupt:

@@ -45,7 +45,9 @@ def connect(address: str | None, local_capacity: Capacity, warm_workers: int = 0
     if ray.is_initialized():
         return _describe(owned=False, dashboard_url=None)
     if address:
-        context = ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+        context = ray.init(
+            address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING
+        )
     else:
         context = ray.init(
             address="local",  # never join a cluster found through RAY_ADDRESS or /tmp/ray by accident

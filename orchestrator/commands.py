@@ -14,7 +14,14 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli_support import fail, json_option, print_json, set_option, sigterm_as_interrupt, user_errors
+from orchestrator.cli_support import (
+    fail,
+    json_option,
+    print_json,
+    set_option,
+    sigterm_as_interrupt,
+    user_errors,
+)
 
 tracking_option = click.option(
     "--tracking-uri",
@@ -34,10 +41,14 @@ tracking_option = click.option(
 )
 @tracking_option
 @click.option(
-    "--max-parallel", type=click.IntRange(min=1), help="Run at most K runs at once (overrides the grid's max_parallel)."
+    "--max-parallel",
+    type=click.IntRange(min=1),
+    help="Run at most K runs at once (overrides the grid's max_parallel).",
 )
 @click.option("--dry-run", is_flag=True, help="Print the run table and totals; launch and write nothing.")
-@click.option("--detach", is_flag=True, help="With --address http://...: return once the Ray Job is submitted.")
+@click.option(
+    "--detach", is_flag=True, help="With --address http://...: return once the Ray Job is submitted."
+)
 @json_option
 @user_errors
 def submit(
@@ -107,7 +118,9 @@ def submit(
         return
     if is_job_address(address):
         assert address is not None
-        _submit_as_job(plan.grid.name, grid_file, overrides, address, tracking_uri, max_parallel, detach, as_json)
+        _submit_as_job(
+            plan.grid.name, grid_file, overrides, address, tracking_uri, max_parallel, detach, as_json
+        )
         return
     with sigterm_as_interrupt():
         outcome = run(plan, address=address)
@@ -200,7 +213,8 @@ def cancel(grid: str, tracking_uri: str | None, as_json: bool) -> None:
         print_json({"grid": name, "tracking_uri": uri, "cancelled": cancelled})
     else:
         click.echo(
-            f"grid {name}: cancelled {len(cancelled)} run(s)" + (f": {', '.join(cancelled)}" if cancelled else "")
+            f"grid {name}: cancelled {len(cancelled)} run(s)"
+            + (f": {', '.join(cancelled)}" if cancelled else "")
         )
 
 

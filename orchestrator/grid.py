@@ -30,9 +30,10 @@ import difflib
 import itertools
 import re
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from orchestrator.errors import GridError
 from orchestrator.tune_space import TuneSettings, parse_section
@@ -103,10 +104,14 @@ class Grid:
         """Every point of the grid: the cartesian product of the axes and the zip groups."""
         choices: list[list[list[tuple[str, Any, str]]]] = []
         for axis in self.axes:
-            choices.append([[(axis.key, value, f"{axis.location}[{i}]")] for i, value in enumerate(axis.values)])
+            choices.append(
+                [[(axis.key, value, f"{axis.location}[{i}]")] for i, value in enumerate(axis.values)]
+            )
         for group in self.zips:
             length = len(group[0].values)
-            choices.append([[(a.key, a.values[i], f"{a.location}[{i}]") for a in group] for i in range(length)])
+            choices.append(
+                [[(a.key, a.values[i], f"{a.location}[{i}]") for a in group] for i in range(length)]
+            )
         points = []
         for index, combination in enumerate(itertools.product(*choices)):
             items = [item for part in combination for item in part]
@@ -183,10 +188,18 @@ def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
             resources_raw[key.split(".", 1)[1]] = value
     resources = _resources(resources_raw, source, grid_overrides)
     max_parallel = _count(
-        grid_overrides.get("max_parallel", raw.get("max_parallel")), "max_parallel", source, grid_overrides, minimum=1
+        grid_overrides.get("max_parallel", raw.get("max_parallel")),
+        "max_parallel",
+        source,
+        grid_overrides,
+        minimum=1,
     )
     retries = _count(
-        grid_overrides.get("retries", raw.get("retries", DEFAULT_RETRIES)), "retries", source, grid_overrides, minimum=0
+        grid_overrides.get("retries", raw.get("retries", DEFAULT_RETRIES)),
+        "retries",
+        source,
+        grid_overrides,
+        minimum=0,
     )
     tune = parse_section(raw.get("tune"), source)
     return Grid(
@@ -342,7 +355,9 @@ def _check_key(key: str, where: str) -> None:
         return
     sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}
     if key in sections:
-        raise GridError(f"{where}: is a config section, not a key (name a key such as {key}.{_first_leaf(key, keys)})")
+        raise GridError(
+            f"{where}: is a config section, not a key (name a key such as {key}.{_first_leaf(key, keys)})"
+        )
     raise GridError(f"{where}: unknown config key{_suggest(key, keys)}")
 
 
@@ -350,7 +365,9 @@ def _check_scalar(value: Any, where: str) -> None:
     if value is None or isinstance(value, (str, int, float, bool)):
         return
     kind = "a list" if isinstance(value, list) else type(value).__name__
-    raise GridError(f"{where}: must be a single value (str, number, bool or null), got {kind}; sweep values under axes")
+    raise GridError(
+        f"{where}: must be a single value (str, number, bool or null), got {kind}; sweep values under axes"
+    )
 
 
 def _same(a: Any, b: Any) -> bool:

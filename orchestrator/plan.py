@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import heapq
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from orchestrator.errors import GridError
 from orchestrator.grid import Grid
@@ -38,13 +39,13 @@ class Capacity:
     source: str  # "this machine" or "the cluster at HOST:PORT", for messages
 
     @classmethod
-    def this_machine(cls) -> "Capacity":
+    def this_machine(cls) -> Capacity:
         cpus = float(_usable_cpus())
         gpus = float(_visible_gpus())
         return cls(cpus=cpus, gpus=gpus, node_cpus=cpus, node_gpus=gpus, source="this machine")
 
     @classmethod
-    def from_nodes(cls, nodes: Iterable[dict[str, Any]], source: str) -> "Capacity":
+    def from_nodes(cls, nodes: Iterable[dict[str, Any]], source: str) -> Capacity:
         """From ``ray.nodes()``: alive nodes only."""
         alive = [n.get("Resources", {}) for n in nodes if n.get("Alive", n.get("alive", True))]
         cpus = [float(r.get("CPU", 0)) for r in alive] or [0.0]
@@ -82,7 +83,9 @@ def check_capacity(grid: Grid, specs: Sequence[RunSpec], capacity: Capacity) -> 
 def estimate_seconds(spec: RunSpec) -> float:
     """Rough wall time of one run on its allotment (dedicated cores or GPUs), in seconds."""
     train = spec.config.train
-    evals = min(spec.steps, EVALS_PER_RUN - 1) + 1 if not train.eval_every else spec.steps // train.eval_every + 2
+    evals = (
+        min(spec.steps, EVALS_PER_RUN - 1) + 1 if not train.eval_every else spec.steps // train.eval_every + 2
+    )
     eval_tokens = evals * spec.config.data.eval_sequences * train.seq_len
     work = (spec.tokens + eval_tokens / 3) * spec.flops_per_token
     if spec.resources.gpus:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, TextIO
+from typing import TextIO
 
 from orchestrator.plan import CPU_FLOPS_PER_CORE, GPU_FLOPS_PER_DEVICE, estimate_seconds, makespan_seconds
 from orchestrator.recorder import Live
@@ -43,7 +44,9 @@ class Snapshot:
         return "  ".join(parts)
 
 
-def snapshot(states: Mapping[str, str], specs: Mapping[str, RunSpec], live: Mapping[str, Live], slots: int) -> Snapshot:
+def snapshot(
+    states: Mapping[str, str], specs: Mapping[str, RunSpec], live: Mapping[str, Live], slots: int
+) -> Snapshot:
     """Counts, throughput and ETA from the runs' states and their latest JSONL progress.
 
     The ETA is the longest-first makespan of what is left: each unfinished run's estimated

@@ -23,9 +23,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, TextIO
 
 from trainers.errors import ConfigError
 
@@ -62,9 +63,20 @@ class JobSubmission:
     tracking_uri: str
 
 
-def driver_command(grid_file_name: str, overrides: Iterable[str], tracking_uri: str, max_parallel: int | None) -> str:
+def driver_command(
+    grid_file_name: str, overrides: Iterable[str], tracking_uri: str, max_parallel: int | None
+) -> str:
     """The command the job runs on the head node, in the job's working folder."""
-    args = ["gammaray", "submit", grid_file_name, "--address", "auto", "--tracking-uri", tracking_uri, "--json"]
+    args = [
+        "gammaray",
+        "submit",
+        grid_file_name,
+        "--address",
+        "auto",
+        "--tracking-uri",
+        tracking_uri,
+        "--json",
+    ]
     for override in overrides:
         args += ["--set", override]
     if max_parallel is not None:
@@ -101,7 +113,9 @@ def submit_job(
                 metadata={"gammaray.grid": grid_name, "gammaray.tracking_uri": tracking_uri},
             )
         except Exception as error:  # refused by the job server: auth, upload size, a bad request
-            raise ConfigError(f"--address {address}: the job server refused the grid ({_one_line(error)})") from error
+            raise ConfigError(
+                f"--address {address}: the job server refused the grid ({_one_line(error)})"
+            ) from error
     return JobSubmission(job_id=job_id, address=address, grid=grid_name, tracking_uri=tracking_uri)
 
 
@@ -123,7 +137,9 @@ def follow(job: JobSubmission, stream: TextIO | None = None) -> dict[str, Any]:
     asyncio.run(copy_log())
     # The log stream ends when the job does; its final state may take a moment to be written.
     deadline = time.monotonic() + 30
-    while (status := str(client.get_job_status(job.job_id).value)) not in FINAL_STATES and time.monotonic() < deadline:
+    while (
+        status := str(client.get_job_status(job.job_id).value)
+    ) not in FINAL_STATES and time.monotonic() < deadline:
         time.sleep(0.5)
     return job_document(job, status, client.get_job_logs(job.job_id))
 

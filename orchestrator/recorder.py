@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from orchestrator.errors import GridError
 from orchestrator.replay import METRICS_FILE, JsonlTail, latest, pending_batches
@@ -130,7 +130,9 @@ class Recorder:
 
     # ---- what the scheduler reports ------------------------------------------------------
 
-    def set_state(self, run_id: str, state: str, reason: str | None = None, attempts: int | None = None) -> None:
+    def set_state(
+        self, run_id: str, state: str, reason: str | None = None, attempts: int | None = None
+    ) -> None:
         extra = {TAG_ATTEMPTS: str(attempts)} if attempts is not None else {}
         self._wanted[run_id] = (state, reason, extra)
 

@@ -13,9 +13,10 @@ keeps the first attempt's throughput for them).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from trainers.callbacks import read_jsonl
 
@@ -42,7 +43,7 @@ class Cursor:
         return json.dumps({"train": self.train_step, "eval": self.eval_step, "end": self.end})
 
     @classmethod
-    def from_tag(cls, text: str | None) -> "Cursor":
+    def from_tag(cls, text: str | None) -> Cursor:
         if not text:
             return cls()
         try:

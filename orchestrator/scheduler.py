@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from orchestrator.plan import Capacity, largest_first
 from orchestrator.progress import Progress, describe_result, snapshot
@@ -146,7 +147,10 @@ class Scheduler:
                 .remote(spec, attempt)
             )
         else:
-            bundle = {"CPU": spec.resources.cpus, **({"GPU": spec.resources.gpus} if spec.resources.gpus else {})}
+            bundle = {
+                "CPU": spec.resources.cpus,
+                **({"GPU": spec.resources.gpus} if spec.resources.gpus else {}),
+            }
             group = placement_group([bundle] * spec.processes, strategy="PACK", name=spec.task_name)
             ref = remote_function("gang").options(num_cpus=0, **options).remote(spec, attempt, group)
         self.used_cpus += spec.processes * spec.resources.cpus
@@ -188,7 +192,9 @@ class Scheduler:
         try:
             result = ray.get(attempt.ref)
         except TaskCancelledError:
-            self._end(spec, "cancelled", "cancelled by request" if attempt.cancelled else "cancelled", attempt)
+            self._end(
+                spec, "cancelled", "cancelled by request" if attempt.cancelled else "cancelled", attempt
+            )
         except RayTaskError as error:
             cause = getattr(error, "cause", None) or error
             if isinstance(cause, GangWorkerDied):
@@ -222,13 +228,18 @@ class Scheduler:
             )
             self.states[spec.run_id] = "pending"
             self.recorder.set_state(
-                spec.run_id, "pending", f"retry {number + 1}/{self.retries + 1} after: {reason}", attempts=number
+                spec.run_id,
+                "pending",
+                f"retry {number + 1}/{self.retries + 1} after: {reason}",
+                attempts=number,
             )
             self.queue.insert(0, (spec, number + 1))
         else:
             self._end(spec, "failed", f"{reason}; gave up after {number} attempts", attempt)
 
-    def _end(self, spec: RunSpec, state: str, reason: str | None, attempt: Attempt, result: dict | None = None) -> None:
+    def _end(
+        self, spec: RunSpec, state: str, reason: str | None, attempt: Attempt, result: dict | None = None
+    ) -> None:
         self.states[spec.run_id] = state
         self.recorder.set_state(spec.run_id, state, reason, attempts=attempt.number)
         self.recorder.done(spec.run_id, with_artifacts=result is not None)

@@ -108,7 +108,15 @@ def expand(grid: Grid, workspace: Path) -> list[RunSpec]:
 
 def derived_numbers(resolved: Any) -> dict[str, Any]:
     """The numbers a ``RunSpec`` carries from its resolved run (``trainers.config.ResolvedRun``)."""
-    names = ("n_params", "n_params_non_embedding", "tokens", "steps", "train_flops", "flops_per_token", "entropy_per_token")
+    names = (
+        "n_params",
+        "n_params_non_embedding",
+        "tokens",
+        "steps",
+        "train_flops",
+        "flops_per_token",
+        "entropy_per_token",
+    )
     return {name: getattr(resolved, name) for name in names}
 
 

@@ -23,7 +23,13 @@ from orchestrator.tracking import (
 )
 
 # Params shown per run (the analysis reads them all from MLflow).
-_COLUMNS = {"N": "N", "D": "D", "gamma": "init.gamma", "weight_decay": "optim.weight_decay", "preset": "model.preset"}
+_COLUMNS = {
+    "N": "N",
+    "D": "D",
+    "gamma": "init.gamma",
+    "weight_decay": "optim.weight_decay",
+    "preset": "model.preset",
+}
 
 
 def grid_status(uri: str, grid: str) -> dict[str, Any]:
@@ -36,7 +42,8 @@ def grid_status(uri: str, grid: str) -> dict[str, Any]:
     """
     store, experiment_id = open_existing(uri, grid)
     runs = sorted(
-        store.runs(experiment_id).values(), key=lambda r: (STATES.index(r.state) if r.state in STATES else 99, r.name)
+        store.runs(experiment_id).values(),
+        key=lambda r: (STATES.index(r.state) if r.state in STATES else 99, r.name),
     )
     counts = {state: 0 for state in STATES}
     for run in runs:

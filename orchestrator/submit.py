@@ -11,10 +11,11 @@ and resume from their checkpoints.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 from orchestrator.grid import Grid, load_grid
 from orchestrator.plan import Capacity, check_capacity, concurrent_runs, totals
@@ -96,7 +97,9 @@ def plan(
         grid = replace(grid, max_parallel=max_parallel)
     specs = expand(grid, workspace_dir())
     capacity = Capacity.this_machine()
-    if address is None and check_machine:  # the local cluster will be this machine: check now, before Ray starts
+    if (
+        address is None and check_machine
+    ):  # the local cluster will be this machine: check now, before Ray starts
         check_capacity(grid, specs, capacity)
     done = {}
     for spec in specs:
@@ -106,7 +109,9 @@ def plan(
     return Plan(grid, specs, done, capacity, grid.max_parallel, tracking_uri or default_tracking_uri())
 
 
-def run(plan: Plan, address: str | None = None, stream: TextIO | None = None, show_progress: bool = True) -> Outcome:
+def run(
+    plan: Plan, address: str | None = None, stream: TextIO | None = None, show_progress: bool = True
+) -> Outcome:
     """Train every unfinished run of ``plan`` and record the grid in the tracking store."""
     stream = stream or sys.stderr
     warn: Callable[[str], None] = lambda text: print(f"gammaray: warning: {text}", file=stream, flush=True)  # noqa: E731
@@ -123,7 +128,9 @@ def run(plan: Plan, address: str | None = None, stream: TextIO | None = None, sh
             # does starting Ray: overlap them. With --address the store waits until the cluster
             # has been checked, so a grid too big for it leaves no trace.
             store = _open_store_soon(plan.tracking_uri) if address is None else None
-            cluster = connect(address, plan.capacity, warm_workers=concurrent_runs(todo, plan.capacity, plan.max_parallel))
+            cluster = connect(
+                address, plan.capacity, warm_workers=concurrent_runs(todo, plan.capacity, plan.max_parallel)
+            )
             check_capacity(plan.grid, todo, cluster.capacity)
             if cluster.dashboard_url:
                 print(f"Ray dashboard: {cluster.dashboard_url}", file=stream, flush=True)
@@ -210,7 +217,9 @@ def _initial_states(plan: Plan, recorder: Recorder) -> dict[str, str]:
         summary = plan.done.get(spec.run_id)
         if summary is not None:
             state = "diverged" if summary.get("status") == "diverged" else "finished"
-            reason = f"loss not finite at step {summary.get('diverged_step')}" if state == "diverged" else None
+            reason = (
+                f"loss not finite at step {summary.get('diverged_step')}" if state == "diverged" else None
+            )
         else:
             state, reason = "pending", None
         states[spec.run_id] = state

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # status tables must not import torch (through the spec): they are read-only views
     from orchestrator.spec import RunSpec
@@ -12,7 +13,7 @@ if TYPE_CHECKING:  # status tables must not import torch (through the spec): the
 _FIXED = ("model.preset", "train.tokens", "train.tokens_per_param", "init.gamma", "optim.weight_decay")
 
 
-def plan_rows(specs: Sequence["RunSpec"], done: Iterable[str]) -> list[dict[str, Any]]:
+def plan_rows(specs: Sequence[RunSpec], done: Iterable[str]) -> list[dict[str, Any]]:
     """One row per run: id, N, D, γ, λ, FLOPs, estimated seconds, done, plus other swept keys."""
     from orchestrator.plan import estimate_seconds
 
@@ -49,7 +50,18 @@ def format_plan(rows: Sequence[dict[str, Any]]) -> str:
         if rows
         else []
     )
-    header = ["run id", "preset", "N", "D", "γ", "λ", "FLOPs", "est. time", *[k.rsplit(".", 1)[-1] for k in extra], ""]
+    header = [
+        "run id",
+        "preset",
+        "N",
+        "D",
+        "γ",
+        "λ",
+        "FLOPs",
+        "est. time",
+        *[k.rsplit(".", 1)[-1] for k in extra],
+        "",
+    ]
     body = [
         [
             r["id"],
@@ -98,7 +110,10 @@ def format_status(document: dict[str, Any]) -> str:
 
 def format_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     widths = [max(len(str(row[i])) for row in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *body]]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+        for row in [header, *body]
+    ]
     return "\n".join(lines)
 
 

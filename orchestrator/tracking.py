@@ -24,9 +24,10 @@ import os
 import random
 import socket
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, TypeVar
 
 from orchestrator.errors import TrackingError
 from orchestrator.replay import Cursor, Metric
@@ -124,7 +125,9 @@ class Store:
         root = artifact_root(self.uri)
         location = (root / grid).as_uri() if root is not None else None
         try:
-            return _retry(self.client.create_experiment, grid, artifact_location=location, tags={TAG_GRID: grid})
+            return _retry(
+                self.client.create_experiment, grid, artifact_location=location, tags={TAG_GRID: grid}
+            )
         except Exception:
             # Another process created it in between: use theirs.
             experiment = _retry(self.client.get_experiment_by_name, grid)
@@ -139,7 +142,9 @@ class Store:
         _retry(self.client.set_experiment_tag, experiment_id, key, value)
 
     def grids(self, limit: int = 20) -> list[str]:
-        return [e.name for e in _retry(self.client.search_experiments, max_results=limit) if e.name != "Default"]
+        return [
+            e.name for e in _retry(self.client.search_experiments, max_results=limit) if e.name != "Default"
+        ]
 
     # ---- runs ----------------------------------------------------------------------------
 
@@ -155,7 +160,9 @@ class Store:
         found: dict[str, StoredRun] = {}
         token = None
         while True:
-            page = _retry(self.client.search_runs, [experiment_id], having, max_results=1000, page_token=token)
+            page = _retry(
+                self.client.search_runs, [experiment_id], having, max_results=1000, page_token=token
+            )
             for run in page:
                 stored = _stored(run)
                 if stored is None:
@@ -167,14 +174,18 @@ class Store:
             if not token:
                 return found
 
-    def create_run(self, experiment_id: str, grid: str, run_id: str, name: str, params: dict[str, str]) -> StoredRun:
+    def create_run(
+        self, experiment_id: str, grid: str, run_id: str, name: str, params: dict[str, str]
+    ) -> StoredRun:
         """A new pending run for a grid point, with its params."""
         tags = {TAG_GRID: grid, TAG_RUN_ID: run_id, TAG_STATE: "pending"}
         run = _retry(self.client.create_run, experiment_id, tags=tags, run_name=name)
         mlflow_id = run.info.run_id
         _retry(self.client.update_run, mlflow_id, status="SCHEDULED")
         self._log_params(mlflow_id, params)
-        return StoredRun(mlflow_id, run_id, "pending", tags={**tags, TAG_PARAMS: "1"}, params=dict(params), name=name)
+        return StoredRun(
+            mlflow_id, run_id, "pending", tags={**tags, TAG_PARAMS: "1"}, params=dict(params), name=name
+        )
 
     def ensure_params(self, stored: StoredRun, params: dict[str, str]) -> None:
         """Log params a run lacks (its creation was interrupted); params already set are left."""
@@ -188,7 +199,9 @@ class Store:
         from mlflow.entities import Param, RunTag
 
         items = [Param(k, v) for k, v in params.items()]
-        chunks = [items[start : start + 100] for start in range(0, len(items), 100)] or [[]]  # ≤ 100 per batch
+        chunks = [items[start : start + 100] for start in range(0, len(items), 100)] or [
+            []
+        ]  # ≤ 100 per batch
         for chunk in chunks[:-1]:
             _retry(self.client.log_batch, mlflow_id, params=chunk)
         _retry(self.client.log_batch, mlflow_id, params=chunks[-1], tags=[RunTag(TAG_PARAMS, "1")])
@@ -200,9 +213,16 @@ class Store:
 
         now = int(time.time() * 1000)
         entities = [MlflowMetric(key, value, now, step) for key, value, step in metrics]
-        _retry(self.client.log_batch, mlflow_id, metrics=entities, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
+        _retry(
+            self.client.log_batch,
+            mlflow_id,
+            metrics=entities,
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+        )
 
-    def set_state(self, stored: StoredRun, state: str, reason: str | None, extra: dict[str, str] | None = None) -> None:
+    def set_state(
+        self, stored: StoredRun, state: str, reason: str | None, extra: dict[str, str] | None = None
+    ) -> None:
         """Record a state (and its reason) in the tags and in MLflow's own run status."""
         tags = {TAG_STATE: state, TAG_REASON: reason or "", **(extra or {})}
         self.log(stored.mlflow_id, tags=tags)
@@ -347,4 +367,15 @@ def ui_command(uri: str, host: str, port: int) -> list[str]:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise TrackingError(f"no tracking store at {db} (submit a grid first, or pass --tracking-uri)")
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]

@@ -36,9 +36,10 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.plan import Capacity
 from orchestrator.replay import METRICS_FILE, JsonlTail, read_records
@@ -79,7 +80,9 @@ class CallCounts:
     failed: int = 0
 
 
-def objective(result: Mapping[str, Any], records: Sequence[Mapping[str, Any]], metric: str) -> tuple[float | None, str]:
+def objective(
+    result: Mapping[str, Any], records: Sequence[Mapping[str, Any]], metric: str
+) -> tuple[float | None, str]:
     """The value a run tells its trial, and the run's status (``finished`` or ``diverged``).
 
     Finished: ``metric`` in the last eval record (for ``eval/loss`` the summary's final eval
@@ -91,7 +94,9 @@ def objective(result: Mapping[str, Any], records: Sequence[Mapping[str, Any]], m
     diverged = result.get("status") == "diverged" or not _finite(final)
     if not diverged:
         return float(final), "finished"  # type: ignore[arg-type]
-    first = result.get("initial_eval_loss") if metric == "eval/loss" else (evals[0][metric] if evals else None)
+    first = (
+        result.get("initial_eval_loss") if metric == "eval/loss" else (evals[0][metric] if evals else None)
+    )
     return (float(first), "diverged") if _finite(first) else (None, "diverged")
 
 
@@ -149,7 +154,9 @@ class Tuner:
         try:
             spec = self.plan.trial_spec(state.group, values)
         except ConfigError as error:  # a value inside the checked range can still clash (divisibility)
-            self._fail(Running(spec=state.group.spec, state=state, trials=[trial]), f"invalid config: {error}")
+            self._fail(
+                Running(spec=state.group.spec, state=state, trials=[trial]), f"invalid config: {error}"
+            )
             return
         trial.set_user_attr("run_id", spec.run_id)
         trial.set_user_attr("run_dir", spec.out_dir)
@@ -186,10 +193,15 @@ class Tuner:
             )
             running.ref = task.remote(spec, attempt)
         else:
-            bundle = {"CPU": spec.resources.cpus, **({"GPU": spec.resources.gpus} if spec.resources.gpus else {})}
+            bundle = {
+                "CPU": spec.resources.cpus,
+                **({"GPU": spec.resources.gpus} if spec.resources.gpus else {}),
+            }
             running.placement_group = placement_group([bundle] * spec.processes, strategy="PACK")
             running.ref = (
-                remote_function("gang").options(num_cpus=0, **options).remote(spec, attempt, running.placement_group)
+                remote_function("gang")
+                .options(num_cpus=0, **options)
+                .remote(spec, attempt, running.placement_group)
             )
         running.started = time.monotonic()
         self.inflight[running.ref] = running
@@ -275,7 +287,9 @@ class Tuner:
             running.state.study.tell(trial, value)
         self._told(running)
         run_id = running.spec.run_id
-        how = f"reused run {run_id}" if reused else f"run {run_id}, {time.monotonic() - running.started:.0f} s"
+        how = (
+            f"reused run {run_id}" if reused else f"run {run_id}, {time.monotonic() - running.started:.0f} s"
+        )
         note = " (diverged: told the untrained model's value)" if status == "diverged" else ""
         self._line(running, f"{self.plan.metric} {value:.4f}{note} ({how})")
 
@@ -342,7 +356,9 @@ class Tuner:
 
     def _line(self, running: Running, text: str) -> None:
         numbers = ",".join(str(trial.number) for trial in running.trials)
-        values = " ".join(f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in running.trials[0].params.items())
+        values = " ".join(
+            f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in running.trials[0].params.items()
+        )
         print(f"{running.state.name}  trial {numbers}  {values}  {text}", file=self.stream, flush=True)
 
 
@@ -361,7 +377,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def run(plan: TunePlan, address: str | None = None, stream: TextIO | None = None) -> "TuneOutcome":
+def run(plan: TunePlan, address: str | None = None, stream: TextIO | None = None) -> TuneOutcome:
     """Run what the plan's studies miss, then write best.yaml and the report; returns the outcome.
 
     Ray is started (or joined at ``address``) only when some study wants trials.
@@ -390,7 +406,9 @@ def run(plan: TunePlan, address: str | None = None, stream: TextIO | None = None
                 check_capacity(plan.grid, specs, cluster.capacity)
                 if cluster.dashboard_url:
                     print(f"Ray dashboard: {cluster.dashboard_url}", file=stream, flush=True)
-                tuner = Tuner(plan, states, cluster.capacity, gpu_cluster=cluster.capacity.gpus > 0, stream=stream)
+                tuner = Tuner(
+                    plan, states, cluster.capacity, gpu_cluster=cluster.capacity.gpus > 0, stream=stream
+                )
                 held = sum(state.finished for state in states)
                 missing = sum(max(0, state.target - state.finished) for state in states)
                 print(

@@ -13,7 +13,14 @@ import sys
 
 import click
 
-from orchestrator.cli_support import fail, json_option, print_json, set_option, sigterm_as_interrupt, user_errors
+from orchestrator.cli_support import (
+    fail,
+    json_option,
+    print_json,
+    set_option,
+    sigterm_as_interrupt,
+    user_errors,
+)
 
 
 @click.command()
@@ -38,7 +45,9 @@ from orchestrator.cli_support import fail, json_option, print_json, set_option, 
 )
 @set_option
 @click.option(
-    "--address", metavar="HOST:PORT", help="Join this Ray cluster (its GCS address) instead of starting a local one."
+    "--address",
+    metavar="HOST:PORT",
+    help="Join this Ray cluster (its GCS address) instead of starting a local one.",
 )
 @click.option("--storage", metavar="URL", help="Optuna storage (default: sqlite:///<workspace>/optuna.db).")
 @json_option
@@ -65,7 +74,9 @@ def tune(
     from orchestrator.tune_results import format_summary
 
     if address and address.startswith(("http://", "https://")):
-        fail(f"--address {address}: tune drives its trials from this process; give the cluster's GCS address HOST:6379")
+        fail(
+            f"--address {address}: tune drives its trials from this process; give the cluster's GCS address HOST:6379"
+        )
     plan = make_plan(grid_file, overrides, params=params, per=per, trials=trials, storage=storage)
     with sigterm_as_interrupt():
         outcome = run(plan, address=address)

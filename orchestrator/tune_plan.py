@@ -15,9 +15,10 @@ groups, and the storage URL's form.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from orchestrator.errors import GridError
 from orchestrator.grid import TOKEN_KEYS, Grid, Point, load_grid
@@ -189,14 +190,18 @@ def _groups(grid: Grid, specs: Sequence[RunSpec], per: Sequence[str], per_given:
     return groups
 
 
-def _refuse_mixed_group(grid: Grid, first: Point, others: list[Point], per: Sequence[str], per_given: bool) -> None:
+def _refuse_mixed_group(
+    grid: Grid, first: Point, others: list[Point], per: Sequence[str], per_given: bool
+) -> None:
     """A group holds one config: name the first swept key that still varies inside it, and
     suggest per keys that cover every such key of the grid."""
     mine = dict(first.values)
     for other in others:
         for key, value in other.values:
             if key not in per and repr(mine.get(key)) != repr(value):
-                varying = [a.key for a in _all_axes(grid) if a.key not in per and len(set(map(repr, a.values))) > 1]
+                varying = [
+                    a.key for a in _all_axes(grid) if a.key not in per and len(set(map(repr, a.values))) > 1
+                ]
                 flag = "--per" if per_given else "--per (or tune.per)"
                 raise GridError(
                     f"{grid.source}: {(first.where(key) or key).rsplit('[', 1)[0]}: {key} varies within one study "

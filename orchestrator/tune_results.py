@@ -10,9 +10,10 @@ a grid's ``zip:`` list, then the size rule and the best trials as data. The repo
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -65,7 +66,7 @@ class TuneOutcome:
     trained: int  # runs trained to a result by this call
     reused: int  # trials told from runs finished before
     failed: int  # trials failed in this call
-    rules: list["SizeRule"] = field(default_factory=list)
+    rules: list[SizeRule] = field(default_factory=list)
     best_file: Path | None = None
     report: Path | None = None
 
@@ -125,7 +126,7 @@ class TuneOutcome:
         }
 
 
-def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: "CallCounts") -> TuneOutcome:
+def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: CallCounts) -> TuneOutcome:
     """Read every study back, fit the size rules, write best.yaml and the report."""
     from analysis.tune_report import StudyPanel, write_tune_report
     from analysis.tune_rule import TunedGroup, fit_size_rules
@@ -134,7 +135,11 @@ def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: "CallCou
     results = [study_result(state) for state in states]
     numeric = [param.key for param in plan.params if param.numeric]
     rules = fit_size_rules(
-        [TunedGroup(r.group, r.n_params_non_embedding, r.best_params) for r in results if r.best_params is not None],
+        [
+            TunedGroup(r.group, r.n_params_non_embedding, r.best_params)
+            for r in results
+            if r.best_params is not None
+        ],
         numeric,
         slice_keys=[key for key in plan.per if key not in SIZE_KEYS],
     )
@@ -152,7 +157,9 @@ def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: "CallCou
     plan.folder.mkdir(parents=True, exist_ok=True)
     outcome.best_file = plan.folder / BEST_FILE
     outcome.best_file.write_text(best_yaml(plan, outcome))
-    panels = [StudyPanel(r.name, r.group_key, r.n_params_non_embedding, s.study) for r, s in zip(results, states)]
+    panels = [
+        StudyPanel(r.name, r.group_key, r.n_params_non_embedding, s.study) for r, s in zip(results, states)
+    ]
     outcome.report = write_tune_report(
         workspace_dir() / "reports" / f"{plan.grid.name}-tune.html",
         grid=plan.grid.name,
@@ -211,7 +218,9 @@ def best_yaml(plan: TunePlan, outcome: TuneOutcome) -> str:
     for rule in outcome.rules:
         lines.append(f"# Rule: {rule.formula()}")
     if not outcome.rules:
-        lines.append("# Rule: none (a rule needs studies at two or more model sizes that differ in nothing else).")
+        lines.append(
+            "# Rule: none (a rule needs studies at two or more model sizes that differ in nothing else)."
+        )
     missing = [s.group_key for s in outcome.studies if s.best_params is None]
     if missing:
         lines.append(f"# No complete trial yet, left out: {', '.join(missing)}.")
@@ -280,5 +289,6 @@ def _plain(value: Any) -> Any:
 
 def _plain_dict(document: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: ([_plain(v) for v in value] if isinstance(value, list) else _plain(value)) for k, value in document.items()
+        k: ([_plain(v) for v in value] if isinstance(value, list) else _plain(value))
+        for k, value in document.items()
     }

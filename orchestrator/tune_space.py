@@ -27,8 +27,9 @@ import difflib
 import math
 import types
 import typing
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -108,7 +109,9 @@ def parse_spec(key: str, spec: Any, where: str) -> Param:
         raise GridError(f"{where}: unknown kind {kind!r}{_suggest(kind, KINDS)}; expected one of {_forms()}")
     hint = _key_type(key)
     if kind == "choice":
-        param = Param(key, "choice", choices=_choices(rest, where, textual=_types(hint) <= {str, Literal, type(None)}))
+        param = Param(
+            key, "choice", choices=_choices(rest, where, textual=_types(hint) <= {str, Literal, type(None)})
+        )
     else:
         parts = rest.split(":")
         if len(parts) != 2:
@@ -141,7 +144,9 @@ def parse_section(raw: Any, source: str) -> TuneSettings | None:
             raise GridError(
                 f'{where}.params: must be a mapping of config key -> range, e.g. {{optim.lr: "log:1e-4:3e-2"}}'
             )
-        params = tuple(parse_spec(str(key), spec, f"{where}.params.{key}") for key, spec in raw["params"].items())
+        params = tuple(
+            parse_spec(str(key), spec, f"{where}.params.{key}") for key, spec in raw["params"].items()
+        )
     per = parse_per(raw["per"], f"{where}.per") if "per" in raw else None
     trials = None
     if "trials" in raw:
@@ -189,9 +194,13 @@ def check_params(
             raise GridError(f"{where(param.key)}: given twice")
         seen.add(param.key)
         if param.key in swept:
-            raise GridError(f"{where(param.key)}: is swept by {swept[param.key]}; tune it or sweep it, not both")
+            raise GridError(
+                f"{where(param.key)}: is swept by {swept[param.key]}; tune it or sweep it, not both"
+            )
         if param.key in per:
-            raise GridError(f"{where(param.key)}: is also a per key; a study cannot both hold it fixed and search it")
+            raise GridError(
+                f"{where(param.key)}: is also a per key; a study cannot both hold it fixed and search it"
+            )
 
 
 def check_key(key: str, where: str, searched: bool = True) -> None:

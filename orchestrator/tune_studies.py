@@ -61,7 +61,9 @@ def open_studies(plan: TunePlan, storage: Any, stream: TextIO | None = None) -> 
     states = []
     for group in plan.groups:
         name = plan.study_name(group)
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize", load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction="minimize", load_if_exists=True
+        )
         _check_direction(study, name)
         finished = sum(t.state.name in FINISHED_STATES for t in study.get_trials(deepcopy=False))
         if finished < plan.trials:
@@ -117,7 +119,7 @@ class DriverLock:
         self.grid = grid
         self.handle: IO[str] | None = None
 
-    def __enter__(self) -> "DriverLock":
+    def __enter__(self) -> DriverLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
@@ -145,7 +147,9 @@ class DriverLock:
 
 def _check_direction(study: Any, name: str) -> None:
     if study.direction.name != "MINIMIZE":
-        raise GridError(f"study {name}: exists in the storage but maximizes; gammaray tune minimizes its metric")
+        raise GridError(
+            f"study {name}: exists in the storage but maximizes; gammaray tune minimizes its metric"
+        )
 
 
 def _reopen_stopped_trials(study: Any, plan: TunePlan, stream: TextIO | None) -> None:
@@ -163,7 +167,12 @@ def _reopen_stopped_trials(study: Any, plan: TunePlan, stream: TextIO | None) ->
             continue
         if trial.number in resumed or set(trial.params) != set(space):
             continue
-        if all(space[key]._contains(space[key].to_internal_repr(value)) for key, value in trial.params.items()):
+        if all(
+            space[key]._contains(space[key].to_internal_repr(value)) for key, value in trial.params.items()
+        ):
             study.enqueue_trial(trial.params, user_attrs={"resumes_trial": trial.number})
             if stream is not None:
-                print(f"{study.study_name}  trial {trial.number} was stopped: its values are asked again", file=stream)
+                print(
+                    f"{study.study_name}  trial {trial.number} was stopped: its values are asked again",
+                    file=stream,
+                )

@@ -56,7 +56,9 @@ def train_point(
         dist = DistInfo(master_port=free_port())
     else:
         # Ray gives each process its own GPU(s) through CUDA_VISIBLE_DEVICES: it is device 0 there.
-        dist = DistInfo(rank=rank, world_size=world_size, local_rank=0, master_addr=master[0], master_port=master[1])
+        dist = DistInfo(
+            rank=rank, world_size=world_size, local_rank=0, master_addr=master[0], master_port=master[1]
+        )
     callbacks = [JsonlLogger(out / "metrics.jsonl")] if rank == 0 else []
     return train(spec.config, out, callbacks, dist).to_dict()
 
@@ -80,13 +82,17 @@ def run_gang(spec: RunSpec, attempt: str, placement_group: Any) -> dict[str, Any
         strategy = PlacementGroupSchedulingStrategy(placement_group, placement_group_bundle_index=index)
         return {**resources, "scheduling_strategy": strategy, "max_retries": 0}
 
-    master = ray.get(ray.remote(rendezvous).options(name=f"{spec.task_name}/rendezvous", **bundle(0)).remote())
+    master = ray.get(
+        ray.remote(rendezvous).options(name=f"{spec.task_name}/rendezvous", **bundle(0)).remote()
+    )
     world = spec.processes
     # A fresh process per rank (max_calls=1): a worker reused by a second gang would carry the
     # first one's torch.distributed and DeepSpeed state and fail ("Group ... is not registered").
     task = ray.remote(max_calls=1)(train_point)
     refs = [
-        task.options(name=f"{spec.task_name}/rank{rank}", **bundle(rank)).remote(spec, attempt, rank, world, master)
+        task.options(name=f"{spec.task_name}/rank{rank}", **bundle(rank)).remote(
+            spec, attempt, rank, world, master
+        )
         for rank in range(world)
     ]
     results: dict[Any, dict[str, Any]] = {}
@@ -99,7 +105,9 @@ def run_gang(spec: RunSpec, attempt: str, placement_group: Any) -> dict[str, Any
             except RayTaskError as error:
                 cause = getattr(error, "cause", None) or error
                 rank = refs.index(done[0])
-                raise RuntimeError(f"process {rank} of {world}: {type(cause).__name__}: {_first_line(cause)}") from None
+                raise RuntimeError(
+                    f"process {rank} of {world}: {type(cause).__name__}: {_first_line(cause)}"
+                ) from None
             except RayError as error:
                 rank = refs.index(done[0])
                 raise GangWorkerDied(f"process {rank} of {world} died: {type(error).__name__}") from None

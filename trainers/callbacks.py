@@ -41,7 +41,11 @@ class JsonlLogger(Callback):
 
     def on_start(self, info: dict[str, Any], resumed_step: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [r for r in read_jsonl(self.path) if r.get("kind") in ("train", "eval") and r["step"] <= resumed_step]
+        kept = [
+            r
+            for r in read_jsonl(self.path)
+            if r.get("kind") in ("train", "eval") and r["step"] <= resumed_step
+        ]
         with open(self.path, "w") as handle:
             for record in kept:
                 handle.write(json.dumps(record) + "\n")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping
+from typing import Any, Literal
 
 import yaml
 
@@ -82,7 +83,9 @@ class TrainConfig:
         if self.backend == "torch" and self.processes != 1:
             raise ConfigError("processes: the torch backend runs one process; use backend=deepspeed for more")
         if self.batch_size % self.processes:
-            raise ConfigError(f"batch_size: must be divisible by processes={self.processes}, got {self.batch_size}")
+            raise ConfigError(
+                f"batch_size: must be divisible by processes={self.processes}, got {self.batch_size}"
+            )
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import collections
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
@@ -67,16 +68,26 @@ class DiagConfig:
 
     enabled: bool = True  # master switch for everything below
     every_evals: int = 1  # diag/ and probe/ metrics at every k-th eval; always at the first and the final one
-    matrices: str = "all"  # weight matrices measured: "all" or a comma-separated subset of attention, mlp, embedding
-    detail: Literal["kind", "layer", "matrix"] = "layer"  # the finest scope logged (kinds and "all" always are)
+    matrices: str = (
+        "all"  # weight matrices measured: "all" or a comma-separated subset of attention, mlp, embedding
+    )
+    detail: Literal["kind", "layer", "matrix"] = (
+        "layer"  # the finest scope logged (kinds and "all" always are)
+    )
     cosine_threshold: float = 0.7  # |cosine| above which two neurons count as condensed
     max_rows: int = 1024  # neurons per matrix in the pairwise cosines; a fixed subset when there are more
     spectrum_top_k: str = "1,5"  # embedding covariance: variance share of the top k eigenvalues, per k listed
-    sink_sequences: int = 4  # eval rows the attention-sink mass and the norms' ε share are measured on; 0 turns both off
-    tokens: Literal["final", "every", "off"] = "final"  # token-level losses: at the final eval, at every diag eval, never
+    sink_sequences: int = (
+        4  # eval rows the attention-sink mass and the norms' ε share are measured on; 0 turns both off
+    )
+    tokens: Literal["final", "every", "off"] = (
+        "final"  # token-level losses: at the final eval, at every diag eval, never
+    )
     bigram_tokens: int = 1 << 20  # training tokens the bigram baseline of the token buckets is counted on
     trivial_threshold: float = 0.5  # a target is trivial when p_bigram(target | previous token) >= this
-    probe: Literal["every", "final", "off"] = "every"  # the composite reasoning probe, when the data holds the task
+    probe: Literal["every", "final", "off"] = (
+        "every"  # the composite reasoning probe, when the data holds the task
+    )
 
     def validate(self) -> None:
         if self.every_evals < 1:
@@ -116,7 +127,9 @@ class DiagConfig:
         except ValueError:
             ks = []
         if not ks or ks[0] < 1:
-            raise ConfigError(f"spectrum_top_k: must list positive integers like '1,5', got {self.spectrum_top_k!r}")
+            raise ConfigError(
+                f"spectrum_top_k: must list positive integers like '1,5', got {self.spectrum_top_k!r}"
+            )
         return tuple(ks)
 
 
@@ -207,9 +220,14 @@ def norm_saturation(model: nn.Module, tokens: torch.Tensor) -> dict[str, tuple[f
         def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             ms = inputs[0].float().pow(2).mean(-1)  # (B, T)
             found[name] = (float(ms.mean()), float((eps / (ms + eps)).mean()))
+
         return record
 
-    handles = [m.register_forward_pre_hook(hook(name, m.eps)) for name, m in model.named_modules() if isinstance(m, RMSNorm)]
+    handles = [
+        m.register_forward_pre_hook(hook(name, m.eps))
+        for name, m in model.named_modules()
+        if isinstance(m, RMSNorm)
+    ]
     try:
         model(tokens)
     finally:
@@ -344,6 +362,8 @@ class WeightDiagnostics:
             if norms:
                 positive = [ms for ms, _ in norms.values() if ms > 0]
                 if positive:
-                    metrics["diag/norm_ms/all"] = math.exp(sum(math.log(ms) for ms in positive) / len(positive))
+                    metrics["diag/norm_ms/all"] = math.exp(
+                        sum(math.log(ms) for ms in positive) / len(positive)
+                    )
                 metrics["diag/norm_eps_share/all"] = sum(share for _, share in norms.values()) / len(norms)
         return {key: value for key, value in metrics.items() if value == value}  # no NaN in the record

@@ -32,6 +32,9 @@ class DistInfo:
         )
 
 
+SINGLE_PROCESS = DistInfo()  # rank 0 of 1
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that was free a moment ago (the usual race is acceptable for a rendezvous)."""
     with socket.socket() as sock:

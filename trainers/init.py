@@ -57,7 +57,9 @@ class InitConfig:
     # The keys below joined after run ids were first issued; at their defaults they leave ids alone.
     convention: Literal["gammaray", "xu"] = added_later("gammaray")
     fan_in_rule: Literal["fan_in", "d_model"] = added_later("fan_in")  # the n of std = n^(-γ)
-    residual_scale: Literal["none", "depth"] = added_later("none")  # depth: ÷ √(2·n_layers) on o_proj, down_proj
+    residual_scale: Literal["none", "depth"] = added_later(
+        "none"
+    )  # depth: ÷ √(2·n_layers) on o_proj, down_proj
     gamma_qk: float | None = added_later(None)
     gamma_vo: float | None = added_later(None)
     gamma_mlp: float | None = added_later(None)
@@ -76,20 +78,28 @@ class InitConfig:
             if value <= 0:
                 raise ConfigError(f"gamma_{component}: must be > 0, got {value}")
             if self.scheme != InitScheme.GAMMA:
-                raise ConfigError(f"gamma_{component}: per-component rates need scheme 'gamma', got {self.scheme!r}")
+                raise ConfigError(
+                    f"gamma_{component}: per-component rates need scheme 'gamma', got {self.scheme!r}"
+                )
         if self.scheme != InitScheme.GAMMA:
             for key, default in (("convention", "gammaray"), ("fan_in_rule", "fan_in")):
                 if getattr(self, key) != default:
                     raise ConfigError(f"{key}: applies to scheme 'gamma' only, got scheme {self.scheme!r}")
         if self.scheme == InitScheme.DEFAULT and self.residual_scale != "none":
-            raise ConfigError("residual_scale: PyTorch's default init has no residual scaling; use scheme gamma or sigma")
+            raise ConfigError(
+                "residual_scale: PyTorch's default init has no residual scaling; use scheme gamma or sigma"
+            )
         uses_d_model = self.fan_in_rule == "d_model" or self.convention == "xu"
         if uses_d_model and self.embedding_fan_in != "d_model":
-            raise ConfigError("embedding_fan_in: the d_model rule draws the embedding at d_model^(-γ) too; leave it unset")
+            raise ConfigError(
+                "embedding_fan_in: the d_model rule draws the embedding at d_model^(-γ) too; leave it unset"
+            )
         if self.convention == "xu":
             for key, default in (("fan_in_rule", "fan_in"), ("residual_scale", "none")):
                 if getattr(self, key) != default:
-                    raise ConfigError(f"{key}: set by convention 'xu'; leave it unset, or use convention 'gammaray'")
+                    raise ConfigError(
+                        f"{key}: set by convention 'xu'; leave it unset, or use convention 'gammaray'"
+                    )
 
     def explicit(self) -> InitConfig:
         """The same init with the convention spelled out in the other keys (convention gammaray)."""
@@ -168,11 +178,31 @@ def plan_init(model: nn.Module, config: InitConfig) -> list[ParamInit]:
         if config.scheme == InitScheme.GAMMA:
             fan_in = d_model if config.fan_in_rule == "d_model" else fan_in
             gamma = config.gamma_of(component)
-            plans.append(ParamInit(name, shape, fan_in, config.scheme, gamma_std(fan_in, gamma) * factor,
-                                   component, gamma, factor, config.fan_in_rule))
+            plans.append(
+                ParamInit(
+                    name,
+                    shape,
+                    fan_in,
+                    config.scheme,
+                    gamma_std(fan_in, gamma) * factor,
+                    component,
+                    gamma,
+                    factor,
+                    config.fan_in_rule,
+                )
+            )
         elif config.scheme == InitScheme.SIGMA:
-            plans.append(ParamInit(name, shape, fan_in, config.scheme, config.sigma * factor, component,
-                                   residual_factor=factor))
+            plans.append(
+                ParamInit(
+                    name,
+                    shape,
+                    fan_in,
+                    config.scheme,
+                    config.sigma * factor,
+                    component,
+                    residual_factor=factor,
+                )
+            )
         else:  # PyTorch's defaults: N(0, 1) for embeddings, U(±1/√fan_in) for Linear
             std = 1.0 if is_embedding else 1.0 / math.sqrt(3 * shape[1])
             plans.append(ParamInit(name, shape, shape[1], config.scheme, std, component))

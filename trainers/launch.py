@@ -8,8 +8,8 @@ path used by ``gammaray train``.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 import torch.multiprocessing as mp
@@ -52,7 +52,9 @@ def run_local(config: RunConfig, out_dir: str | Path, callbacks: Sequence[Callba
     return result
 
 
-def _worker(rank: int, config: RunConfig, out_dir: str, callbacks: list[Callback], world_size: int, port: int) -> None:
+def _worker(
+    rank: int, config: RunConfig, out_dir: str, callbacks: list[Callback], world_size: int, port: int
+) -> None:
     dist = DistInfo(rank=rank, world_size=world_size, local_rank=rank, master_port=port)
     # Each process gets an equal share of the cores, so processes do not fight over threads.
     if not config.train.threads:

@@ -12,9 +12,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from trainers.checkpoint import latest_checkpoint, read_meta, save_checkpoint
 from trainers.config import ResolvedRun, RunConfig, dump_yaml, resolve
 from trainers.data import TokenSource, build_source
 from trainers.data.vocab import Role
-from trainers.distributed import DistInfo
+from trainers.distributed import SINGLE_PROCESS, DistInfo
 from trainers.init import init_weights
 from trainers.model import Transformer
 from trainers.optim import lr_at
@@ -70,7 +71,7 @@ def train(
     config: RunConfig,
     out_dir: str | Path,
     callbacks: Sequence[Callback] = (),
-    dist: DistInfo = DistInfo(),
+    dist: DistInfo = SINGLE_PROCESS,
 ) -> RunResult:
     """Train one run into ``out_dir``, resuming from its latest checkpoint if there is one."""
     started = time.perf_counter()
@@ -211,7 +212,9 @@ class _Loop:
             keep=self.resolved.config.train.keep_checkpoints,
         )
 
-    def _finish(self, step: int, initial_eval_loss: float, train_seconds: float, diverged_step: int | None) -> RunResult:
+    def _finish(
+        self, step: int, initial_eval_loss: float, train_seconds: float, diverged_step: int | None
+    ) -> RunResult:
         if diverged_step is None:
             final_eval_loss = self._evaluate(step, final=True)
             trained_steps = step
@@ -229,7 +232,9 @@ class _Loop:
             train_flops=tokens * self.resolved.flops_per_token_6n,
             initial_eval_loss=initial_eval_loss,
             final_eval_loss=final_eval_loss,
-            tokens_per_s=(step - self._resumed_from) * self.batch_tokens / train_seconds if train_seconds else 0.0,
+            tokens_per_s=(step - self._resumed_from) * self.batch_tokens / train_seconds
+            if train_seconds
+            else 0.0,
             wall_s=time.perf_counter() - self.started,
             diverged_step=diverged_step,
         )
@@ -245,7 +250,7 @@ class _Loop:
         kept = len(batch[0])
         if drop_remainder:  # every process must run the same number of forwards (ZeRO-3 gathers)
             kept -= kept % self.dist.world_size
-        inputs, targets = (part[: kept][self.dist.rank :: self.dist.world_size] for part in batch)
+        inputs, targets = (part[:kept][self.dist.rank :: self.dist.world_size] for part in batch)
         return inputs, targets
 
     def _barrier(self) -> None:

@@ -162,7 +162,11 @@ class Attention(nn.Module):
         def heads(proj: nn.Linear) -> torch.Tensor:  # (B, T, C) -> (B, H, T, D)
             return proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = apply_rope(heads(self.q_proj), cos, sin), apply_rope(heads(self.k_proj), cos, sin), heads(self.v_proj)
+        q, k, v = (
+            apply_rope(heads(self.q_proj), cos, sin),
+            apply_rope(heads(self.k_proj), cos, sin),
+            heads(self.v_proj),
+        )
         if self.record_first_position:
             self.first_position_mass = first_position_mass(q.detach(), k.detach())
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)  # (B, T, H, D)
@@ -301,4 +305,3 @@ def _human(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:.0f}"
-

@@ -60,8 +60,10 @@ def build_prompts(noise_tokens: int, max_len: int, seed: int = PROMPT_SEED) -> P
     if 4 + noise_tokens > max_len:
         return None
     seen_keys = np.arange(composite.KEY_MIN, composite.KEY_MAX + 1, SEEN_KEY_STRIDE)
-    seen = [composite.build_probe(pair, keys=seen_keys, noise_tokens=noise_tokens, seed=seed + i)
-            for i, pair in enumerate(composite.SEEN_PAIRS)]
+    seen = [
+        composite.build_probe(pair, keys=seen_keys, noise_tokens=noise_tokens, seed=seed + i)
+        for i, pair in enumerate(composite.SEEN_PAIRS)
+    ]
     held = composite.build_probe(composite.HELD_OUT_PAIR, noise_tokens=noise_tokens, seed=seed + len(seen))
     return ProbePrompts(
         seen_tokens=np.concatenate([p.tokens for p in seen]),
@@ -73,8 +75,13 @@ def build_prompts(noise_tokens: int, max_len: int, seed: int = PROMPT_SEED) -> P
     )
 
 
-def score(predicted: np.ndarray, seen_labels: np.ndarray, heldout_predicted: np.ndarray,
-          compositional: np.ndarray, mirrored: np.ndarray) -> dict[str, float]:
+def score(
+    predicted: np.ndarray,
+    seen_labels: np.ndarray,
+    heldout_predicted: np.ndarray,
+    compositional: np.ndarray,
+    mirrored: np.ndarray,
+) -> dict[str, float]:
     """The ``probe/`` metrics from predicted token ids of the seen and held-out prompts."""
     return {
         "probe/seen_accuracy": float(np.mean(predicted == seen_labels)),

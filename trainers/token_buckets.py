@@ -30,7 +30,8 @@ An empty bucket logs its count (0) and no loss. Losses are computed in the weigh
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -124,7 +125,9 @@ def bucket_ids(trivial: np.ndarray, context: np.ndarray) -> np.ndarray:
     return np.where(trivial, TRIVIAL, np.where(context, CONTEXT, OTHER)).astype(np.int8)
 
 
-def bucket_metrics(losses: np.ndarray, buckets: np.ndarray, roles: np.ndarray | None = None) -> dict[str, float]:
+def bucket_metrics(
+    losses: np.ndarray, buckets: np.ndarray, roles: np.ndarray | None = None
+) -> dict[str, float]:
     """``tokens/loss/<name>`` and ``tokens/count/<name>`` per bucket (and per role, if given) from
     per-target ``losses`` and equally shaped bucket ids (and roles)."""
     groups: list[tuple[str, np.ndarray]] = [(name, buckets == i) for i, name in enumerate(BUCKETS)]
@@ -186,7 +189,9 @@ class TokenLosses:
         if self._buckets is None:
             seq_len, batch = self.source.seq_len, self.batch_size
             steps = max(1, math.ceil(self.bigram_tokens / (batch * seq_len)))
-            bigram = BigramCounts((self.source.train_batch(s, batch) for s in range(steps)), self.source.vocab_size)
+            bigram = BigramCounts(
+                (self.source.train_batch(s, batch) for s in range(steps)), self.source.vocab_size
+            )
             context = context_roles(self.roles) if self.roles is not None else induction_targets(self.rows)
             self._buckets = bucket_ids(trivial_targets(self.rows, bigram, self.threshold), context)
         return self._buckets

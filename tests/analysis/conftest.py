@@ -23,8 +23,13 @@ TRUTH_SLOW = {"E": 1.69, "A": 406.4, "alpha": 0.26, "B": 410.7, "beta": 0.28}
 @pytest.fixture
 def two_gamma_csv(tmp_path: Path) -> Path:
     """Two γ groups, γ=1.0 with the larger α; a 5×4 N×D grid each."""
-    frame = synthetic_runs({1.0: TRUTH_FAST, 0.5: TRUTH_SLOW}, n_params=np.logspace(7, 10, 5),
-                           tokens=np.logspace(9, 12, 4), noise=0.005, seed=7)
+    frame = synthetic_runs(
+        {1.0: TRUTH_FAST, 0.5: TRUTH_SLOW},
+        n_params=np.logspace(7, 10, 5),
+        tokens=np.logspace(9, 12, 4),
+        noise=0.005,
+        seed=7,
+    )
     path = tmp_path / "two_gamma.csv"
     frame.to_csv(path, index=False)
     return path
@@ -50,12 +55,18 @@ def write_grid(uri: str, name: str, runs: list[dict]) -> None:
         created = client.create_run(exp_id, tags=tags)
         metrics = []
         for step, train_loss, eval_loss, tokens in run.get("history", []):
-            metrics += [Metric("train/loss", train_loss, now, step), Metric("tokens", tokens, now, step),
-                        Metric("tokens_per_s", 1000.0, now, step), Metric("diag/cosine_mean", 0.1, now, step)]
+            metrics += [
+                Metric("train/loss", train_loss, now, step),
+                Metric("tokens", tokens, now, step),
+                Metric("tokens_per_s", 1000.0, now, step),
+                Metric("diag/cosine_mean", 0.1, now, step),
+            ]
             if eval_loss is not None:
                 metrics.append(Metric("eval/loss", eval_loss, now, step))
         params = [Param(k, str(v)) for k, v in run["params"].items()]
-        client.log_batch(created.info.run_id, metrics=metrics, params=params, tags=[RunTag("mlflow.note.content", "test")])
+        client.log_batch(
+            created.info.run_id, metrics=metrics, params=params, tags=[RunTag("mlflow.note.content", "test")]
+        )
         client.set_terminated(created.info.run_id, "FINISHED" if run["state"] == "finished" else "FAILED")
 
 
@@ -68,23 +79,70 @@ def smoke_runs(seed: int = 0) -> list[dict]:
             for d in (5e9, 1.5e10, 4.5e10):
                 final = float(loss_nd(n, d, **truth) * np.exp(rng.normal(0, 0.004)))
                 steps = [100, 200, 400, 800]
-                history = [(s, final * (1 + 2.0 / s ** 0.5) * 1.01, final * (1 + 2.0 / s ** 0.5), d * s / 800) for s in steps]
+                history = [
+                    (s, final * (1 + 2.0 / s**0.5) * 1.01, final * (1 + 2.0 / s**0.5), d * s / 800)
+                    for s in steps
+                ]
                 history[-1] = (800, final * 1.01, final, d)
-                runs.append({
-                    "run_id": f"g{gamma}-n{n:.0e}-d{d:.0e}", "state": "finished",
-                    "params": {"model.preset": f"p{int(n)}", "init.gamma": gamma, "init.scheme": "gamma",
-                               "optim.weight_decay": 0.1, "train.tokens": int(d), "seed": 0,
-                               "N": int(n), "N_non_embedding": int(n * 0.9), "D": int(d), "FLOPs": 6 * n * d},
-                    "history": history,
-                })
-    runs.append({"run_id": "g1.0-failed", "state": "failed", "reason": "CUDA out of memory",
-                 "params": {"model.preset": "big", "init.gamma": 1.0, "init.scheme": "gamma", "optim.weight_decay": 0.1,
-                            "train.tokens": int(1e10), "seed": 0, "N": int(5e9), "N_non_embedding": int(4.5e9), "D": int(1e10), "FLOPs": 3e20},
-                 "history": [(100, 9.0, None, 1e8)]})
-    runs.append({"run_id": "g0.5-diverged", "state": "diverged", "reason": "loss is NaN at step 120",
-                 "params": {"model.preset": "big", "init.gamma": 0.5, "init.scheme": "gamma", "optim.weight_decay": 0.1,
-                            "train.tokens": int(1e10), "seed": 0, "N": int(5e9), "N_non_embedding": int(4.5e9), "D": int(1e10), "FLOPs": 3e20},
-                 "history": [(100, 12.0, 11.0, 1e8)]})
+                runs.append(
+                    {
+                        "run_id": f"g{gamma}-n{n:.0e}-d{d:.0e}",
+                        "state": "finished",
+                        "params": {
+                            "model.preset": f"p{int(n)}",
+                            "init.gamma": gamma,
+                            "init.scheme": "gamma",
+                            "optim.weight_decay": 0.1,
+                            "train.tokens": int(d),
+                            "seed": 0,
+                            "N": int(n),
+                            "N_non_embedding": int(n * 0.9),
+                            "D": int(d),
+                            "FLOPs": 6 * n * d,
+                        },
+                        "history": history,
+                    }
+                )
+    runs.append(
+        {
+            "run_id": "g1.0-failed",
+            "state": "failed",
+            "reason": "CUDA out of memory",
+            "params": {
+                "model.preset": "big",
+                "init.gamma": 1.0,
+                "init.scheme": "gamma",
+                "optim.weight_decay": 0.1,
+                "train.tokens": int(1e10),
+                "seed": 0,
+                "N": int(5e9),
+                "N_non_embedding": int(4.5e9),
+                "D": int(1e10),
+                "FLOPs": 3e20,
+            },
+            "history": [(100, 9.0, None, 1e8)],
+        }
+    )
+    runs.append(
+        {
+            "run_id": "g0.5-diverged",
+            "state": "diverged",
+            "reason": "loss is NaN at step 120",
+            "params": {
+                "model.preset": "big",
+                "init.gamma": 0.5,
+                "init.scheme": "gamma",
+                "optim.weight_decay": 0.1,
+                "train.tokens": int(1e10),
+                "seed": 0,
+                "N": int(5e9),
+                "N_non_embedding": int(4.5e9),
+                "D": int(1e10),
+                "FLOPs": 3e20,
+            },
+            "history": [(100, 12.0, 11.0, 1e8)],
+        }
+    )
     return runs
 
 

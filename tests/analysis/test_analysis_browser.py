@@ -19,20 +19,40 @@ from analysis.load import load_grid
 from analysis.report import write_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium (Debian package 'chromium') is not installed")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="headless Chromium (Debian package 'chromium') is not installed"
+)
 
 
 def _chromium(tmp_path: Path, page: Path, *extra: str) -> subprocess.CompletedProcess:
     profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=15000",
-            "--hide-scrollbars", *extra, page.as_uri()]
+    args = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=15000",
+        "--hide-scrollbars",
+        *extra,
+        page.as_uri(),
+    ]
     return subprocess.run(args, capture_output=True, text=True, timeout=180)
 
 
 def _console_errors(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if ":CONSOLE" in line and re.search(r"Uncaught|Error|error", line)]
+    return [
+        line
+        for line in stderr.splitlines()
+        if ":CONSOLE" in line and re.search(r"Uncaught|Error|error", line)
+    ]
 
 
 def _png_pixels(path: Path) -> np.ndarray:
@@ -109,7 +129,7 @@ def test_report_screenshot_is_not_blank_and_shows_each_group(report_page, tmp_pa
     assert shot.is_file(), proc.stderr[-2000:]
     pixels = _png_pixels(shot)
     flat = pixels.reshape(-1, 3)
-    assert len(np.unique(flat[:: 7], axis=0)) > 50, "the screenshot is (nearly) one colour"
+    assert len(np.unique(flat[::7], axis=0)) > 50, "the screenshot is (nearly) one colour"
     for hex_color in PALETTE[:2]:  # the two groups' points and curves are on screen
         rgb = np.array([int(hex_color[i : i + 2], 16) for i in (1, 3, 5)])
         close = np.abs(flat - rgb).sum(axis=1) < 40

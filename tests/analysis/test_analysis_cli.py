@@ -25,12 +25,21 @@ def _run_module(*args: str, env_home: Path | None = None) -> subprocess.Complete
         import os
 
         env = {**os.environ, "GAMMARAY_HOME": str(env_home)}
-    return subprocess.run([sys.executable, "-m", "analysis.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def test_fit_csv_recovers_known_exponents_within_003(tmp_path):
     truth = {"E": 1.8, "A": 350.0, "alpha": 0.33, "B": 600.0, "beta": 0.29}
-    frame = synthetic_runs({1.0: truth}, n_params=np.logspace(7, 10, 7), tokens=np.logspace(9, 12, 6), noise=0.005, seed=12)
+    frame = synthetic_runs(
+        {1.0: truth}, n_params=np.logspace(7, 10, 7), tokens=np.logspace(9, 12, 6), noise=0.005, seed=12
+    )
     path = tmp_path / "runs.csv"
     frame.to_csv(path, index=False)
     proc = _run_module("fit", "--csv", str(path), "--form", "joint", "--bootstrap", "100", "--json")
@@ -45,7 +54,9 @@ def test_fit_csv_recovers_known_exponents_within_003(tmp_path):
 
 
 def test_fit_json_document_and_comparison(two_gamma_csv):
-    result = CliRunner().invoke(fit_command, ["--csv", str(two_gamma_csv), "--form", "joint", "--bootstrap", "100", "--json"])
+    result = CliRunner().invoke(
+        fit_command, ["--csv", str(two_gamma_csv), "--form", "joint", "--bootstrap", "100", "--json"]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"fits", "comparison"} <= set(document)
@@ -60,31 +71,45 @@ def test_fit_json_document_and_comparison(two_gamma_csv):
 
 
 def test_fit_text_output_names_the_verdict(two_gamma_csv):
-    result = CliRunner().invoke(fit_command, ["--csv", str(two_gamma_csv), "--form", "n", "--bootstrap", "50"])
+    result = CliRunner().invoke(
+        fit_command, ["--csv", str(two_gamma_csv), "--form", "n", "--bootstrap", "50"]
+    )
     assert result.exit_code == 0, result.output
     assert "α=" in result.stdout and "γ=1.0" in result.stdout
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--csv", "missing.csv"], "missing.csv: no such file"),
-    (["--csv", "{bad}"], "missing column 'D'"),
-    (["--csv", "{good}", "--by", "lr"], "--by: unknown column 'lr'"),
-    (["--csv", "{good}", "--form", "cubic"], "--form: unknown form 'cubic'"),
-    (["--csv", "{good}", "--grid", "x"], "exactly one of --grid NAME or --csv FILE"),
-    ([], "exactly one of --grid NAME or --csv FILE"),
-    (["--grid", "smoke", "--tracking-uri", "sqlite:///{tmp}/none.db"], "no tracking store at"),
-    (["--csv", "{single}"], "nothing could be fitted"),
-    (["--csv", "{good}", "--e", "known"], "--e known: 3 of 3 finished runs record no entropy rate"),
-    (["--csv", "{good}", "--e", "median"], "Invalid value for '--e'"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--csv", "missing.csv"], "missing.csv: no such file"),
+        (["--csv", "{bad}"], "missing column 'D'"),
+        (["--csv", "{good}", "--by", "lr"], "--by: unknown column 'lr'"),
+        (["--csv", "{good}", "--form", "cubic"], "--form: unknown form 'cubic'"),
+        (["--csv", "{good}", "--grid", "x"], "exactly one of --grid NAME or --csv FILE"),
+        ([], "exactly one of --grid NAME or --csv FILE"),
+        (["--grid", "smoke", "--tracking-uri", "sqlite:///{tmp}/none.db"], "no tracking store at"),
+        (["--csv", "{single}"], "nothing could be fitted"),
+        (["--csv", "{good}", "--e", "known"], "--e known: 3 of 3 finished runs record no entropy rate"),
+        (["--csv", "{good}", "--e", "median"], "Invalid value for '--e'"),
+    ],
+)
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tmp_path, args, needle):
     (tmp_path / "bad.csv").write_text("N,loss\n1e6,3.0\n")
     synthetic_runs(n_params=[1e7, 1e8, 1e9], tokens=[1e10], seed=0).to_csv(tmp_path / "good.csv", index=False)
     (tmp_path / "single.csv").write_text("N,D,loss\n1e6,1e9,3.0\n")
-    args = [a.format(bad=tmp_path / "bad.csv", good=tmp_path / "good.csv", single=tmp_path / "single.csv", tmp=tmp_path) for a in args]
-    result = CliRunner().invoke(fit_command, [*args, "--bootstrap", "0"], env={"GAMMARAY_HOME": str(tmp_path)})
+    args = [
+        a.format(
+            bad=tmp_path / "bad.csv", good=tmp_path / "good.csv", single=tmp_path / "single.csv", tmp=tmp_path
+        )
+        for a in args
+    ]
+    result = CliRunner().invoke(
+        fit_command, [*args, "--bootstrap", "0"], env={"GAMMARAY_HOME": str(tmp_path)}
+    )
     assert result.exit_code == 2
-    errors = [line for line in result.stderr.splitlines() if line.startswith("gammaray: error:") or "Error:" in line]
+    errors = [
+        line for line in result.stderr.splitlines() if line.startswith("gammaray: error:") or "Error:" in line
+    ]
     assert len(errors) == 1 and needle in errors[0], result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
@@ -128,7 +153,9 @@ def test_report_defaults_to_the_workspace(tmp_path, monkeypatch, fewer_resamples
 
 def test_report_from_a_grid_lists_failed_runs(tmp_path, grid_store, fewer_resamples):
     out = tmp_path / "smoke.html"
-    result = CliRunner().invoke(report_command, ["--grid", "smoke", "--tracking-uri", grid_store, "--out", str(out)])
+    result = CliRunner().invoke(
+        report_command, ["--grid", "smoke", "--tracking-uri", grid_store, "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     text = out.read_text(encoding="utf-8")
     assert "CUDA out of memory" in text and "loss is NaN at step 120" in text
@@ -138,9 +165,16 @@ def test_report_from_a_grid_lists_failed_runs(tmp_path, grid_store, fewer_resamp
 
 def test_report_prints_the_verdict_and_counts_the_notes_unless_verbose(tmp_path, fewer_resamples):
     # Two D slices of five sizes per group: fits per slice, notes about each, a hold-out check.
-    frame = synthetic_runs({1.0: {"E": 1.7, "A": 400.0, "alpha": 0.36, "B": 400.0, "beta": 0.28},
-                            0.5: {"E": 1.7, "A": 400.0, "alpha": 0.26, "B": 400.0, "beta": 0.28}},
-                           n_params=np.logspace(7, 9, 5), tokens=[1e9, 1e11], noise=0.004, seed=2)
+    frame = synthetic_runs(
+        {
+            1.0: {"E": 1.7, "A": 400.0, "alpha": 0.36, "B": 400.0, "beta": 0.28},
+            0.5: {"E": 1.7, "A": 400.0, "alpha": 0.26, "B": 400.0, "beta": 0.28},
+        },
+        n_params=np.logspace(7, 9, 5),
+        tokens=[1e9, 1e11],
+        noise=0.004,
+        seed=2,
+    )
     csv = tmp_path / "runs.csv"
     frame.to_csv(csv, index=False)
     out = tmp_path / "report.html"
@@ -153,10 +187,19 @@ def test_report_prints_the_verdict_and_counts_the_notes_unless_verbose(tmp_path,
     assert not notes and "--verbose prints them" in quiet.stderr
     loud = CliRunner().invoke(report_command, ["--csv", str(csv), "--out", str(out), "--verbose"])
     hidden = int(quiet.stderr.split(" more note(s)")[0].rsplit(" ", 1)[-1])
-    assert len([line for line in loud.stderr.splitlines() if line.startswith("gammaray: note:")]) == hidden > 0
+    assert (
+        len([line for line in loud.stderr.splitlines() if line.startswith("gammaray: note:")]) == hidden > 0
+    )
     document = json.loads((tmp_path / "fit.json").read_text(encoding="utf-8"))
-    assert document["e_mode"] == "shared" and set(document["verdict"]) == {"faster", "basis", "significant", "text"}
-    assert document["holdout_mode"] == "largest-n" and all(abs(h["relative_error"]) < 0.03 for h in document["holdout"])
+    assert document["e_mode"] == "shared" and set(document["verdict"]) == {
+        "faster",
+        "basis",
+        "significant",
+        "text",
+    }
+    assert document["holdout_mode"] == "largest-n" and all(
+        abs(h["relative_error"]) < 0.03 for h in document["holdout"]
+    )
 
 
 def test_a_fit_at_a_bound_stays_visible_without_verbose(tmp_path):
@@ -168,11 +211,15 @@ def test_a_fit_at_a_bound_stays_visible_without_verbose(tmp_path):
     assert "warning: α is at 0" in result.stderr
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None or importlib.util.find_spec("kaleido") is None,
-                    reason="the static export needs kaleido and Debian's chromium")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None or importlib.util.find_spec("kaleido") is None,
+    reason="the static export needs kaleido and Debian's chromium",
+)
 def test_report_png_writes_the_main_figures_as_images(tmp_path, two_gamma_csv, fewer_resamples):
     out = tmp_path / "report.html"
-    result = CliRunner().invoke(report_command, ["--csv", str(two_gamma_csv), "--out", str(out), "--png", str(tmp_path / "png")])
+    result = CliRunner().invoke(
+        report_command, ["--csv", str(two_gamma_csv), "--out", str(out), "--png", str(tmp_path / "png")]
+    )
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (tmp_path / "png").iterdir())
     assert {"loss-n.png", "loss-d.png", "gap-0.png"} <= set(written)

@@ -14,12 +14,25 @@ from analysis.load import load_csv
 from analysis.synthetic import synthetic_runs
 
 
-def _fit(group: dict, params: dict, n_max: float = 1e9, form: str = "n", samples: dict | None = None) -> FitResult:
+def _fit(
+    group: dict, params: dict, n_max: float = 1e9, form: str = "n", samples: dict | None = None
+) -> FitResult:
     n = np.geomspace(1e7, n_max, 5)
     full = {"E": np.nan, "A": np.nan, "alpha": np.nan, "B": np.nan, "beta": np.nan, **params}
-    return FitResult(form=form, group=group, slice={}, params=full, ok=True, messages=(), n_points=5,
-                     n_params=n, tokens=np.full(5, 1e10), train_flops=6 * n * 1e10, loss=np.ones(5),
-                     samples=samples or {})
+    return FitResult(
+        form=form,
+        group=group,
+        slice={},
+        params=full,
+        ok=True,
+        messages=(),
+        n_points=5,
+        n_params=n,
+        tokens=np.full(5, 1e10),
+        train_flops=6 * n * 1e10,
+        loss=np.ones(5),
+        samples=samples or {},
+    )
 
 
 def test_two_groups_with_different_exponents_get_the_right_verdict(two_gamma_csv):
@@ -36,7 +49,13 @@ def test_two_groups_with_different_exponents_get_the_right_verdict(two_gamma_csv
 
 def test_equal_exponents_within_noise_give_no_verdict(tmp_path):
     truth = {"E": 1.8, "A": 400.0, "alpha": 0.3, "B": 400.0, "beta": 0.3}
-    frame = synthetic_runs({1.0: truth, 0.5: truth}, n_params=np.logspace(7, 10, 5), tokens=np.logspace(9, 12, 4), noise=0.01, seed=21)
+    frame = synthetic_runs(
+        {1.0: truth, 0.5: truth},
+        n_params=np.logspace(7, 10, 5),
+        tokens=np.logspace(9, 12, 4),
+        noise=0.01,
+        seed=21,
+    )
     path = tmp_path / "same.csv"
     frame.to_csv(path, index=False)
     result = analyze(load_csv(path), forms=["joint"], n_bootstrap=200)
@@ -45,7 +64,10 @@ def test_equal_exponents_within_noise_give_no_verdict(tmp_path):
 
 
 def test_no_bootstrap_means_no_verdict():
-    fast, slow = _fit({"g": 1}, {"E": 2.0, "A": 400.0, "alpha": 0.4}), _fit({"g": 0}, {"E": 2.0, "A": 400.0, "alpha": 0.3})
+    fast, slow = (
+        _fit({"g": 1}, {"E": 2.0, "A": 400.0, "alpha": 0.4}),
+        _fit({"g": 0}, {"E": 2.0, "A": 400.0, "alpha": 0.3}),
+    )
     comparison = compare_pair(fast, slow, "alpha")
     assert comparison.faster is None and comparison.difference_ci is None
     assert "no verdict" in comparison.verdict
@@ -56,8 +78,16 @@ def test_multiplier_solves_the_slower_curve_by_hand():
     # reaches it where 400·N^-0.3 = 400·1e9^-0.4, i.e. N = 1e9^(4/3): 1e12 = 1000× more.
     draws = {"E": np.full(50, 2.0), "A": np.full(50, 400.0)}
     rng = np.random.default_rng(0)
-    fast = _fit({"g": 1}, {"E": 2.0, "A": 400.0, "alpha": 0.4}, samples={**draws, "alpha": 0.4 + rng.normal(0, 0.005, 50)})
-    slow = _fit({"g": 0}, {"E": 2.0, "A": 400.0, "alpha": 0.3}, samples={**draws, "alpha": 0.3 + rng.normal(0, 0.005, 50)})
+    fast = _fit(
+        {"g": 1},
+        {"E": 2.0, "A": 400.0, "alpha": 0.4},
+        samples={**draws, "alpha": 0.4 + rng.normal(0, 0.005, 50)},
+    )
+    slow = _fit(
+        {"g": 0},
+        {"E": 2.0, "A": 400.0, "alpha": 0.3},
+        samples={**draws, "alpha": 0.3 + rng.normal(0, 0.005, 50)},
+    )
     comparison = compare_pair(slow, fast, "alpha")
     assert comparison.faster == {"g": 1}
     (multiplier,) = comparison.multipliers
@@ -69,8 +99,16 @@ def test_multiplier_solves_the_slower_curve_by_hand():
 
 def test_multiplier_is_infinite_when_the_slower_setting_plateaus_higher():
     draws = np.full(20, 1.0)
-    fast = _fit({"g": 1}, {"E": 2.0, "A": 400.0, "alpha": 0.4}, samples={"E": 2.0 * draws, "A": 400 * draws, "alpha": np.linspace(0.39, 0.41, 20)})
-    slow = _fit({"g": 0}, {"E": 2.5, "A": 400.0, "alpha": 0.3}, samples={"E": 2.5 * draws, "A": 400 * draws, "alpha": np.linspace(0.29, 0.31, 20)})
+    fast = _fit(
+        {"g": 1},
+        {"E": 2.0, "A": 400.0, "alpha": 0.4},
+        samples={"E": 2.0 * draws, "A": 400 * draws, "alpha": np.linspace(0.39, 0.41, 20)},
+    )
+    slow = _fit(
+        {"g": 0},
+        {"E": 2.5, "A": 400.0, "alpha": 0.3},
+        samples={"E": 2.5 * draws, "A": 400 * draws, "alpha": np.linspace(0.29, 0.31, 20)},
+    )
     (multiplier,) = compare_pair(fast, slow, "alpha").multipliers
     assert multiplier.value == math.inf
     assert "never reaches" in multiplier.message
@@ -79,19 +117,24 @@ def test_multiplier_is_infinite_when_the_slower_setting_plateaus_higher():
 def test_crossover_is_found_where_the_curves_meet():
     # Choose the slower curve's A so that 2.2 + 1000·N^-0.4 = 2 + A·N^-0.2 at N = 1e8 (inside the data).
     n0 = 1e8
-    a_slow = (0.2 + 1000.0 * n0 ** -0.4) * n0 ** 0.2
+    a_slow = (0.2 + 1000.0 * n0**-0.4) * n0**0.2
     one = _fit({"g": 1}, {"E": 2.2, "A": 1000.0, "alpha": 0.4}, n_max=1e10)
     two = _fit({"g": 0}, {"E": 2.0, "A": a_slow, "alpha": 0.2}, n_max=1e10)
     crossings = compare_pair(one, two, "alpha").crossovers
     hit = [c for c in crossings if c.at == pytest.approx(n0, rel=1e-6)]
     assert len(hit) == 1 and hit[0].within_range
-    assert hit[0].loss == pytest.approx(2.2 + 1000.0 * n0 ** -0.4)
+    assert hit[0].loss == pytest.approx(2.2 + 1000.0 * n0**-0.4)
     assert all(not c.within_range for c in crossings if c not in hit)
 
 
 def test_grouping_by_any_column(tmp_path):
-    frame = synthetic_runs({"a": {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 400.0, "beta": 0.28}},
-                           n_params=np.logspace(7, 10, 4), tokens=np.logspace(9, 12, 4), seed=2, group_column="wd")
+    frame = synthetic_runs(
+        {"a": {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 400.0, "beta": 0.28}},
+        n_params=np.logspace(7, 10, 4),
+        tokens=np.logspace(9, 12, 4),
+        seed=2,
+        group_column="wd",
+    )
     path = tmp_path / "wd.csv"
     frame.to_csv(path, index=False)
     table = load_csv(path)

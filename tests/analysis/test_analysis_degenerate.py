@@ -21,7 +21,9 @@ def test_too_few_points_for_joint_is_not_ok():
 
 
 def test_joint_with_two_values_of_an_axis_is_not_identifiable():
-    result = fit_power_law([1e6, 1e7, 1e8] * 2, [1e9] * 3 + [1e10] * 3, [3.0, 2.5, 2.4, 2.8, 2.3, 2.2], "joint")
+    result = fit_power_law(
+        [1e6, 1e7, 1e8] * 2, [1e9] * 3 + [1e10] * 3, [3.0, 2.5, 2.4, 2.8, 2.3, 2.2], "joint"
+    )
     assert not result.ok
     assert any("only 2 distinct D" in m for m in result.messages)
 
@@ -35,7 +37,7 @@ def test_one_n_only_cannot_fit_l_of_n():
 
 def test_joint_with_one_n_falls_back_to_l_of_d_as_a_partial_result():
     tokens = np.logspace(9, 11, 6)
-    loss = 2.0 + 400.0 * tokens ** -0.3
+    loss = 2.0 + 400.0 * tokens**-0.3
     result = fit_power_law([1e8] * 6, tokens, loss, "joint")
     assert not result.ok
     assert result.params["beta"] == pytest.approx(0.3, abs=0.02)
@@ -56,7 +58,7 @@ def test_two_distinct_n_give_a_pure_power_law_with_e_fixed():
 
 def test_nan_and_non_positive_losses_are_dropped_with_their_run_ids():
     n = np.logspace(6, 9, 8)
-    loss = 2.0 + 100.0 * n ** -0.3
+    loss = 2.0 + 100.0 * n**-0.3
     loss[2], loss[5] = np.nan, -1.0
     result = fit_power_law(n, None, loss, "n", run_ids=[f"r{i}" for i in range(8)])
     assert result.ok and result.n_points == 6
@@ -88,7 +90,9 @@ def test_analysis_without_finished_runs_is_an_error_naming_the_grid():
 
 
 def test_single_scale_grid_fits_nothing_but_explains_why():
-    rows = [{"run_id": f"r{i}", "state": "finished", "N": 1e6, "D": 1e9, "loss": 3.0 + 0.01 * i} for i in range(3)]
+    rows = [
+        {"run_id": f"r{i}", "state": "finished", "N": 1e6, "D": 1e9, "loss": 3.0 + 0.01 * i} for i in range(3)
+    ]
     result = analyze(_table(rows), n_bootstrap=0)
     assert not result.any_ok
     assert any("same N and the same D" in m for m in result.messages)
@@ -97,7 +101,16 @@ def test_single_scale_grid_fits_nothing_but_explains_why():
 def test_a_degenerate_group_does_not_stop_the_others():
     rows = []
     for i, n in enumerate(np.logspace(6, 9, 6)):
-        rows.append({"run_id": f"a{i}", "state": "finished", "gamma": 1.0, "N": n, "D": 1e9, "loss": 2.0 + 100 * n ** -0.3})
+        rows.append(
+            {
+                "run_id": f"a{i}",
+                "state": "finished",
+                "gamma": 1.0,
+                "N": n,
+                "D": 1e9,
+                "loss": 2.0 + 100 * n**-0.3,
+            }
+        )
     rows.append({"run_id": "b0", "state": "finished", "gamma": 0.5, "N": 1e6, "D": 1e9, "loss": 3.1})
     result = analyze(_table(rows), by=["gamma"], forms=["n"], n_bootstrap=0)
     by_group = {f.group["gamma"]: f for f in result.fits}
@@ -120,7 +133,9 @@ def test_unknown_form_is_an_error():
 def test_non_numeric_values_in_a_csv_become_dropped_points(tmp_path):
     from analysis.load import load_csv
 
-    frame = pd.DataFrame({"N": [1e6, 1e7, 1e8, 1e9, "oops"], "D": [1e9] * 5, "loss": [3.0, 2.6, 2.4, 2.3, 2.2]})
+    frame = pd.DataFrame(
+        {"N": [1e6, 1e7, 1e8, 1e9, "oops"], "D": [1e9] * 5, "loss": [3.0, 2.6, 2.4, 2.3, 2.2]}
+    )
     path = tmp_path / "x.csv"
     frame.to_csv(path, index=False)
     result = analyze(load_csv(path), forms=["n"], n_bootstrap=0)

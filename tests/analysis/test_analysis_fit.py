@@ -9,8 +9,14 @@ from scipy.optimize import approx_fprime
 from analysis.batched import batched_refit
 from analysis.bootstrap import bootstrap_fit, resample_weights
 from analysis.fit import design, fit_power_law, loss_d, loss_n, loss_nd
-from analysis.objective import Layout, huber_lse_objective, minimize_from, params_to_theta, single_threaded_blas
 from analysis.isoflop import fit_isoflop
+from analysis.objective import (
+    Layout,
+    huber_lse_objective,
+    minimize_from,
+    params_to_theta,
+    single_threaded_blas,
+)
 from analysis.synthetic import CHINCHILLA, isoflop_runs, synthetic_runs
 
 
@@ -28,7 +34,7 @@ def test_analytic_gradient_matches_finite_differences(with_e, k):
     weights = rng.integers(0, 3, size=40).astype(float) + 0.5
     theta = rng.normal(size=(1 if with_e else 0) + 2 * k)
     theta[(1 if with_e else 0) + 1 :: 2] = rng.uniform(0.1, 0.6, k)
-    theta[(1 if with_e else 0) :: 2][: k] += 6.0  # keep both regimes of the Huber loss in play
+    theta[(1 if with_e else 0) :: 2][:k] += 6.0  # keep both regimes of the Huber loss in play
     layout = Layout.single(40, with_e)
     f = lambda t: huber_lse_objective(t, log_x, log_loss, weights, layout)[0]  # noqa: E731
     numeric = approx_fprime(theta, f, 1e-7)

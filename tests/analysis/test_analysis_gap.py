@@ -14,7 +14,9 @@ from analysis.verdict import decide
 SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)
 
 
-def _frame(gap_per_decade: float, offset: float = 0.1, seeds: int = 1, noise: float = 0.0, tokens=(1e8,)) -> pd.DataFrame:
+def _frame(
+    gap_per_decade: float, offset: float = 0.1, seeds: int = 1, noise: float = 0.0, tokens=(1e8,)
+) -> pd.DataFrame:
     """Group "a" is lower than "b" by ``offset + gap_per_decade·log10(N / 1e4)`` nats in every cell."""
     rng = np.random.default_rng(0)
     rows = []
@@ -24,8 +26,16 @@ def _frame(gap_per_decade: float, offset: float = 0.1, seeds: int = 1, noise: fl
                 base = 3.0 * (n / 1e4) ** -0.2 + 1.5
                 gap = offset + gap_per_decade * np.log10(n / 1e4)
                 for group, loss in (("a", base), ("b", base + gap)):
-                    rows.append({"g": group, "N": n, "D": d, "FLOPs": 6 * n * d, "seed": seed,
-                                 "loss": loss + rng.normal(0, noise)})
+                    rows.append(
+                        {
+                            "g": group,
+                            "N": n,
+                            "D": d,
+                            "FLOPs": 6 * n * d,
+                            "seed": seed,
+                            "loss": loss + rng.normal(0, noise),
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -80,9 +90,19 @@ def _two_laws(seed: int):
     records = []
     for group, (a, alpha) in truth.items():
         for i, n in enumerate(np.geomspace(2e4, 2e6, 6)):
-            loss = (2.0 + a * n ** -alpha) * np.exp(rng.normal(0, 0.003))
-            records.append({"run_id": f"{group}{i}", "state": "finished", "g": group, "N": n, "D": 1e9, "FLOPs": 6e9 * n,
-                            "loss": loss, "entropy_per_token": 2.0})
+            loss = (2.0 + a * n**-alpha) * np.exp(rng.normal(0, 0.003))
+            records.append(
+                {
+                    "run_id": f"{group}{i}",
+                    "state": "finished",
+                    "g": group,
+                    "N": n,
+                    "D": 1e9,
+                    "FLOPs": 6e9 * n,
+                    "loss": loss,
+                    "entropy_per_token": 2.0,
+                }
+            )
     return runs_from_records(records, name="t", source="test")
 
 
@@ -97,6 +117,9 @@ def test_analysis_holds_out_the_largest_n_and_predicts_it():
 
 
 def test_prediction_intervals_cover_the_held_out_runs_about_as_often_as_they_claim():
-    inside = [p.inside for seed in range(10)
-              for p in analyze(_two_laws(seed), by=["g"], forms=["n"], n_bootstrap=200, e_mode="known").holdout]
+    inside = [
+        p.inside
+        for seed in range(10)
+        for p in analyze(_two_laws(seed), by=["g"], forms=["n"], n_bootstrap=200, e_mode="known").holdout
+    ]
     assert len(inside) == 20 and sum(inside) >= 16, f"95% intervals held {sum(inside)} of 20 held-out runs"

@@ -28,8 +28,16 @@ def test_csv_unreadable_or_absent_names_the_file(tmp_path):
 
 def test_csv_defaults_and_optional_columns(tmp_path):
     path = tmp_path / "runs.csv"
-    pd.DataFrame({"N": [1e6, 1e7], "D": [1e9, 1e9], "loss": [3.0, 2.5], "gamma": [0.5, 1.0],
-                  "state": ["finished", "Diverged"], "reason": ["", "NaN loss"]}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "N": [1e6, 1e7],
+            "D": [1e9, 1e9],
+            "loss": [3.0, 2.5],
+            "gamma": [0.5, 1.0],
+            "state": ["finished", "Diverged"],
+            "reason": ["", "NaN loss"],
+        }
+    ).to_csv(path, index=False)
     table = load_csv(path)
     assert table.default_by == ("gamma",)
     assert list(table.runs["run_id"]) == ["row2", "row3"]
@@ -45,7 +53,9 @@ def test_csv_unknown_state_is_an_error(tmp_path):
         load_csv(path)
 
 
-@pytest.mark.parametrize("text,value", [("0.5", 0.5), ("3", 3), ("1e9", 1e9), ("True", True), ("None", None), ("gamma", "gamma")])
+@pytest.mark.parametrize(
+    "text,value", [("0.5", 0.5), ("3", 3), ("1e9", 1e9), ("True", True), ("None", None), ("gamma", "gamma")]
+)
 def test_params_come_back_from_strings(text, value):
     assert parse_param(text) == value and type(parse_param(text)) is type(value)
 
@@ -54,13 +64,24 @@ def test_grid_loads_as_a_tidy_table(grid_store):
     table = load_grid("smoke", grid_store)
     runs = table.runs
     assert len(runs) == 32 and len(table.finished) == 30
-    assert list(runs.columns[:8]) == ["run_id", "state", "reason", "N", "N_non_embedding", "D", "FLOPs", "loss"]
+    assert list(runs.columns[:8]) == [
+        "run_id",
+        "state",
+        "reason",
+        "N",
+        "N_non_embedding",
+        "D",
+        "FLOPs",
+        "loss",
+    ]
     assert runs["N"].dtype.kind in "if" and runs["init.gamma"].dtype.kind == "f"
     assert table.default_by == ("init.gamma",)
     assert {"init.gamma", "model.preset", "train.tokens"} <= set(table.axes)
     assert "optim.weight_decay" not in table.axes  # constant across the grid
     failed = runs.set_index("run_id").loc["g1.0-failed"]
-    assert failed["state"] == "failed" and failed["reason"] == "CUDA out of memory" and np.isnan(failed["loss"])
+    assert (
+        failed["state"] == "failed" and failed["reason"] == "CUDA out of memory" and np.isnan(failed["loss"])
+    )
     diverged = runs.set_index("run_id").loc["g0.5-diverged"]
     assert diverged["state"] == "diverged" and diverged["loss"] == 11.0
 
@@ -69,7 +90,9 @@ def test_grid_final_loss_is_the_last_eval_and_histories_are_kept(grid_store):
     table = load_grid("smoke", grid_store)
     run_id = "g1.0-n2e+07-d5e+09"
     final = table.runs.set_index("run_id").loc[run_id, "loss"]
-    evals = table.histories[(table.histories["run_id"] == run_id) & (table.histories["metric"] == "eval/loss")]
+    evals = table.histories[
+        (table.histories["run_id"] == run_id) & (table.histories["metric"] == "eval/loss")
+    ]
     assert list(evals["step"]) == [100, 200, 400, 800]
     assert final == pytest.approx(evals["value"].iloc[-1])
     # Loss and token histories, and the diag/, tokens/, probe/ namespaces; not throughput.

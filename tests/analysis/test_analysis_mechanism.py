@@ -37,33 +37,50 @@ def _grid(measured: bool = True, diverge: bool = False, gammas: tuple[float, ...
         for n in SIZES:
             for d in TOKENS:
                 run_id = f"g{gamma}-n{n:.0e}-d{d:.0e}"
-                loss = 3.0 + 1e3 / n ** 0.5 - (0.05 if small else 0.0) + rng.normal(0, 0.002)
+                loss = 3.0 + 1e3 / n**0.5 - (0.05 if small else 0.0) + rng.normal(0, 0.002)
                 state = "diverged" if diverge and gamma == 0.5 and n == SIZES[-1] else "finished"
-                records.append({"run_id": run_id, "state": state, "init.gamma": gamma, "N": n, "D": d,
-                                "N_non_embedding": n, "FLOPs": 6 * n * d, "loss": loss if state == "finished" else np.nan})
+                records.append(
+                    {
+                        "run_id": run_id,
+                        "state": state,
+                        "init.gamma": gamma,
+                        "N": n,
+                        "D": d,
+                        "N_non_embedding": n,
+                        "FLOPs": 6 * n * d,
+                        "loss": loss if state == "finished" else np.nan,
+                    }
+                )
                 for step in STEPS:
                     train_loss = loss + 2.0 / (1 + step)
                     if diverge and gamma == 0.5 and step == 700:
                         train_loss *= 2  # a spike
-                    histories += [(run_id, "train/loss", step, train_loss), (run_id, "tokens", step, step * 4096.0),
-                                  (run_id, "eval/loss", step, train_loss)]
+                    histories += [
+                        (run_id, "train/loss", step, train_loss),
+                        (run_id, "tokens", step, step * 4096.0),
+                        (run_id, "eval/loss", step, train_loss),
+                    ]
                     if not measured:
                         continue
                     peak = 0.6 if small else 0.05
-                    condensation = peak * np.exp(-((step - 400) / 250) ** 2)
-                    histories += [(run_id, "diag/condensation/all", step, condensation),
-                                  (run_id, "diag/effective_rank_frac/all", step, 1 - condensation),
-                                  (run_id, "diag/attn_sink/all", step, 0.1 if small else 0.3),
-                                  (run_id, "probe/seen_accuracy", step, min(1.0, step / 600)),
-                                  (run_id, "probe/heldout_compositional", step, (0.8 if small else 0.1) * step / 1000),
-                                  (run_id, "probe/heldout_mirrored", step, (0.1 if small else 0.7) * step / 1000)]
+                    condensation = peak * np.exp(-(((step - 400) / 250) ** 2))
+                    histories += [
+                        (run_id, "diag/condensation/all", step, condensation),
+                        (run_id, "diag/effective_rank_frac/all", step, 1 - condensation),
+                        (run_id, "diag/attn_sink/all", step, 0.1 if small else 0.3),
+                        (run_id, "probe/seen_accuracy", step, min(1.0, step / 600)),
+                        (run_id, "probe/heldout_compositional", step, (0.8 if small else 0.1) * step / 1000),
+                        (run_id, "probe/heldout_mirrored", step, (0.1 if small else 0.7) * step / 1000),
+                    ]
                 if measured:
                     context = 4.0 - (0.2 if small else 0.0) + rng.normal(0, 0.01)
-                    histories += [(run_id, "tokens/loss/trivial", 1000, 1.0 - (0.01 if small else 0.0)),
-                                  (run_id, "tokens/loss/context", 1000, context),
-                                  (run_id, "tokens/loss/other", 1000, 5.0 - (0.01 if small else 0.0)),
-                                  (run_id, "tokens/loss/copy_repeat", 1000, context + 0.1),
-                                  (run_id, "tokens/count/context", 1000, 500.0)]
+                    histories += [
+                        (run_id, "tokens/loss/trivial", 1000, 1.0 - (0.01 if small else 0.0)),
+                        (run_id, "tokens/loss/context", 1000, context),
+                        (run_id, "tokens/loss/other", 1000, 5.0 - (0.01 if small else 0.0)),
+                        (run_id, "tokens/loss/copy_repeat", 1000, context + 0.1),
+                        (run_id, "tokens/count/context", 1000, 500.0),
+                    ]
     return runs_from_records(records, histories, name="measured" if measured else "plain", source="test")
 
 
@@ -75,7 +92,12 @@ def measured():
 def test_every_section_appears_when_the_grid_logged_its_metrics():
     built = sections(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=200), {})
     assert [type(s) for s in built] == [Section] * 4
-    assert [s.title for s in built] == ["Mechanism: condensation", "Token-level", "Reasoning probe", "Critical γ"]
+    assert [s.title for s in built] == [
+        "Mechanism: condensation",
+        "Token-level",
+        "Reasoning probe",
+        "Critical γ",
+    ]
     html = render_report(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=50))
     for anchor in ("mechanism", "tokens", "probe", "critical-gamma"):
         assert f'<section id="{anchor}">' in html
@@ -111,9 +133,14 @@ def test_sections_are_absent_with_a_one_line_note_without_the_metrics():
 
 
 def test_a_csv_grid_without_histories_notes_all_four():
-    table = runs_from_records([{"run_id": "a", "state": "finished", "N": 1e6, "D": 1e9, "loss": 3.0, "gamma": 1.0},
-                               {"run_id": "b", "state": "finished", "N": 2e6, "D": 1e9, "loss": 2.9, "gamma": 1.0}],
-                              name="csv", source="test")
+    table = runs_from_records(
+        [
+            {"run_id": "a", "state": "finished", "N": 1e6, "D": 1e9, "loss": 3.0, "gamma": 1.0},
+            {"run_id": "b", "state": "finished", "N": 2e6, "D": 1e9, "loss": 2.9, "gamma": 1.0},
+        ],
+        name="csv",
+        source="test",
+    )
     built = sections(analyze(table, n_bootstrap=0), {})
     assert all(isinstance(s, Absent) for s in built)
     assert all("\n" not in s.note for s in built)
@@ -138,7 +165,10 @@ def test_cells_match_runs_by_n_and_d_within_five_percent():
 
 
 def test_final_values_take_the_last_step():
-    hist = pd.DataFrame([("a", "m", 2, 5.0), ("a", "m", 1, 4.0), ("b", "m", 1, 3.0)], columns=["run_id", "metric", "step", "value"])
+    hist = pd.DataFrame(
+        [("a", "m", 2, 5.0), ("a", "m", 1, 4.0), ("b", "m", 1, 3.0)],
+        columns=["run_id", "metric", "step", "value"],
+    )
     assert final_values(hist, ["m"])["m"].to_dict() == {"a": 5.0, "b": 3.0}
 
 
@@ -168,14 +198,24 @@ def test_best_gamma_by_loss_with_bootstrap_frequency(measured):
 
 
 def test_analysis_still_imports_without_torch_and_ray():
-    code = ("import sys; import analysis.report, analysis.mechanism_report, analysis.critical_gamma; "
-            "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad")
+    code = (
+        "import sys; import analysis.report, analysis.mechanism_report, analysis.critical_gamma; "
+        "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_a_tie_for_best_is_reported_as_a_tie_and_shares_the_bootstrap_credit():
     samples = {"γ=0.5": {"c": np.array([0.0, 0.0])}, "γ=1.0": {"c": np.array([0.0])}}
-    best = best_group("probe", samples, ["γ=0.5", "γ=1.0"], {"γ=0.5": 0.5, "γ=1.0": 1.0}, False, 100, np.random.default_rng(0))
+    best = best_group(
+        "probe",
+        samples,
+        ["γ=0.5", "γ=1.0"],
+        {"γ=0.5": 0.5, "γ=1.0": 1.0},
+        False,
+        100,
+        np.random.default_rng(0),
+    )
     assert best.tied == ("γ=0.5", "γ=1.0")
     assert best.frequency == {"γ=0.5": 0.5, "γ=1.0": 0.5}
 
@@ -190,14 +230,33 @@ def _task_study(seen_accuracy: float = 1.0):
                 run_id = f"g{gamma}-L{depth}-s{seed}"
                 composes = gamma == 1.0 or depth == 6
                 n = 1e4 * depth
-                records.append({"run_id": run_id, "state": "finished", "init.gamma": gamma, "model.n_layers": depth,
-                                "seed": seed, "train.loss_on": "answers", "N": n, "D": 4e6, "N_non_embedding": n,
-                                "FLOPs": 6 * n * 4e6, "loss": 0.14 + 0.01 * seed})
+                records.append(
+                    {
+                        "run_id": run_id,
+                        "state": "finished",
+                        "init.gamma": gamma,
+                        "model.n_layers": depth,
+                        "seed": seed,
+                        "train.loss_on": "answers",
+                        "N": n,
+                        "D": 4e6,
+                        "N_non_embedding": n,
+                        "FLOPs": 6 * n * 4e6,
+                        "loss": 0.14 + 0.01 * seed,
+                    }
+                )
                 for step in (0, 500, 1000):
-                    histories += [(run_id, "eval/loss", step, 4.6 / (1 + step / 100)),
-                                  (run_id, "probe/seen_accuracy", step, seen_accuracy * step / 1000),
-                                  (run_id, "probe/heldout_compositional", step, (0.95 if composes else 0.01) * step / 1000),
-                                  (run_id, "probe/heldout_mirrored", step, (0.0 if composes else 0.98) * step / 1000)]
+                    histories += [
+                        (run_id, "eval/loss", step, 4.6 / (1 + step / 100)),
+                        (run_id, "probe/seen_accuracy", step, seen_accuracy * step / 1000),
+                        (
+                            run_id,
+                            "probe/heldout_compositional",
+                            step,
+                            (0.95 if composes else 0.01) * step / 1000,
+                        ),
+                        (run_id, "probe/heldout_mirrored", step, (0.0 if composes else 0.98) * step / 1000),
+                    ]
     return runs_from_records(records, histories, name="task", source="test")
 
 
@@ -207,7 +266,8 @@ def test_a_task_study_fits_no_law_and_its_report_is_the_phase_diagram():
     assert any("no law is fitted" in m for m in analysis.messages)
     assert summary_lines(analysis) == [
         "Phase diagram over 4 (γ, depth) cell(s) of competent runs: 3 compositional, 1 mirrored, 0 neither "
-        "(C compositional, M mirrored, – neither; depth 2: γ 0.3 M γ 1 C; depth 6: γ 0.3 C γ 1 C)."]
+        "(C compositional, M mirrored, – neither; depth 2: γ 0.3 M γ 1 C; depth 6: γ 0.3 C γ 1 C)."
+    ]
     phase = analysis_to_dict(analysis)["phase"]
     assert phase["not_competent"] == 0 and len(phase["cells"]) == 4
     assert {(c["depth"], c["gamma"]): c["solution"] for c in phase["cells"]}[(2, 0.3)] == "mirrored"

@@ -18,8 +18,14 @@ def grid(gammas=(0.5, 1.0), depths=(2, 4), seeds=3, seen=lambda g, d, s: 1.0):
                 run_id = f"g{g}-d{d}-s{s}"
                 rows.append({"run_id": run_id, "init.gamma": g, "model.n_layers": d, "seed": s})
                 compositional = g / 2 + d / 10 + s / 100
-                finals.append({"run_id": run_id, RATES[0]: compositional, RATES[1]: 1 - compositional,
-                               SEEN: seen(g, d, s)})
+                finals.append(
+                    {
+                        "run_id": run_id,
+                        RATES[0]: compositional,
+                        RATES[1]: 1 - compositional,
+                        SEEN: seen(g, d, s),
+                    }
+                )
     return pd.DataFrame(rows), pd.DataFrame(finals).set_index("run_id")
 
 
@@ -59,6 +65,7 @@ def test_runs_below_competence_are_left_out_and_counted():
     # Seed 2 never learns the trained pairs; (γ 1.0, depth 4) learns them in no seed.
     def seen(g, d, s):
         return 0.3 if s == 2 or (g, d) == (1.0, 4) else COMPETENT_SEEN_ACCURACY
+
     diagram = phase_cells(*grid(seen=seen))
     assert diagram.runs == 12 and diagram.not_competent == 4 + 2  # seed 2 in four cells, two more
     assert diagram.empty_cells == ((4, 1.0),)

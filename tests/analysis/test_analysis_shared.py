@@ -22,8 +22,16 @@ def _groups(seed: int, noise: float = 0.004):
     for name in ("fast", "slow"):
         a, alpha = TRUTH[name]
         loss = loss_n(SIZES, TRUTH["E"], a, alpha) * np.exp(rng.normal(0, noise, SIZES.size))
-        fits.append(fit_power_law(SIZES, np.full(SIZES.size, 1e9), loss, "n", run_ids=[f"{name}{i}" for i in range(SIZES.size)],
-                                  group={"setting": name}))
+        fits.append(
+            fit_power_law(
+                SIZES,
+                np.full(SIZES.size, 1e9),
+                loss,
+                "n",
+                run_ids=[f"{name}{i}" for i in range(SIZES.size)],
+                group={"setting": name},
+            )
+        )
     return fits
 
 
@@ -37,8 +45,12 @@ def test_gradient_of_a_two_group_layout_matches_finite_differences():
     theta[2::2] = rng.uniform(0.1, 0.6, 6)  # exponents
     theta[1::2] += 4.0
     f = lambda t: huber_lse_objective(t, log_x, log_loss, weights, layout)[0]  # noqa: E731
-    np.testing.assert_allclose(huber_lse_objective(theta, log_x, log_loss, weights, layout)[1], approx_fprime(theta, f, 1e-7),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        huber_lse_objective(theta, log_x, log_loss, weights, layout)[1],
+        approx_fprime(theta, f, 1e-7),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_shared_fit_recovers_each_exponent_and_one_e():
@@ -59,7 +71,9 @@ def test_shared_e_gives_a_narrower_interval_on_the_difference_than_per_group_fit
         alone = [bootstrap_fit(g, 400, seed=seed + 10 * i) for i, g in enumerate(groups)]
         shared_ci = percentile_ci(shared[0].samples["alpha"] - shared[1].samples["alpha"])
         alone_ci = percentile_ci(alone[0].samples["alpha"] - alone[1].samples["alpha"])
-        assert shared_ci[0] < 0.10 < shared_ci[1], f"seed {seed}: the shared CI {shared_ci} misses the true difference"
+        assert shared_ci[0] < 0.10 < shared_ci[1], (
+            f"seed {seed}: the shared CI {shared_ci} misses the true difference"
+        )
         narrower += (shared_ci[1] - shared_ci[0]) < (alone_ci[1] - alone_ci[0])
     assert narrower >= 3
 

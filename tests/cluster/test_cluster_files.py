@@ -105,7 +105,9 @@ def _parameter(inner: str, env: dict[str, str]) -> str:
     return expand(rest, env) if op in ("-", "=") else "1"
 
 
-def shell_commands(text: str, where: str, first_line: int = 1, env: dict[str, str] | None = None) -> list[Command]:
+def shell_commands(
+    text: str, where: str, first_line: int = 1, env: dict[str, str] | None = None
+) -> list[Command]:
     """The gammaray/ray/mlflow commands of a shell text, with the file's own variable
     assignments (``X="${X:-5000}"``) applied to what follows them."""
     env = {} if env is None else env
@@ -298,7 +300,12 @@ def parse(group: click.Group, tool: str, words: tuple[str, ...]) -> click.Contex
         if isinstance(sub, click.Group):
             parent = click.Context(sub, info_name=name, parent=parent)
         command = sub
-    if tool == "gammaray" and name == "submit" and "--detach" in words and not _has_option(command, "--detach"):
+    if (
+        tool == "gammaray"
+        and name == "submit"
+        and "--detach" in words
+        and not _has_option(command, "--detach")
+    ):
         # TODO: `submit --detach` is being added to orchestrator/commands.py; drop this once it is there.
         words.remove("--detach")
     return command.make_context(name, words, parent=parent)
@@ -323,12 +330,18 @@ def test_the_files_hold_the_commands_the_docs_promise() -> None:
     """A guard for the extractor itself: an extraction that finds nothing checks nothing."""
 
     def count(source: str, tool: str, *words: str) -> int:
-        return sum(c.where.startswith(source) and c.tool == tool and c.words[: len(words)] == words for c in COMMANDS)
+        return sum(
+            c.where.startswith(source) and c.tool == tool and c.words[: len(words)] == words for c in COMMANDS
+        )
 
     readme = "cluster/README.md"
     for sub in ("submit", "status", "cancel", "report"):
         assert count(readme, "gammaray", sub), f"README: no `gammaray {sub}` in a shell block"
-    assert count(readme, "ray", "up") and count(readme, "ray", "dashboard") and count(readme, "ray", "job", "stop")
+    assert (
+        count(readme, "ray", "up")
+        and count(readme, "ray", "dashboard")
+        and count(readme, "ray", "job", "stop")
+    )
     assert count("cluster/slurm-ray.sbatch", "gammaray", "submit") == 1
     assert count("cluster/slurm-ray.sbatch", "ray", "start") == 2  # the head and the workers
     assert count("cluster/slurm-ray.sbatch", "ray", "get-auth-token") == 1  # inside $(...)
@@ -365,7 +378,13 @@ def test_the_checks_catch_mistakes(clis) -> None:
 
 
 def test_grids_named_in_commands_exist() -> None:
-    named = {w for c in COMMANDS if c.tool == "gammaray" for w in c.words if re.fullmatch(r"grids/[\w.-]+\.ya?ml", w)}
+    named = {
+        w
+        for c in COMMANDS
+        if c.tool == "gammaray"
+        for w in c.words
+        if re.fullmatch(r"grids/[\w.-]+\.ya?ml", w)
+    }
     assert "grids/cluster-gamma.yaml" in named
     missing = sorted(g for g in named if not (REPO / g).is_file())
     assert not missing, f"grid files named in cluster/ that do not exist: {missing}"
@@ -390,7 +409,11 @@ def test_ports_agree_everywhere(clis) -> None:
                     problems.append(f"{command}: the dashboard must listen beyond localhost")
             elif not str(params.get("address", "")).endswith(f":{GCS_PORT}"):
                 problems.append(f"{command}: a worker must join the GCS on :{GCS_PORT}")
-        if command.tool == "ray" and sub == "dashboard" and params.get("remote_port") not in (None, DASHBOARD_PORT):
+        if (
+            command.tool == "ray"
+            and sub == "dashboard"
+            and params.get("remote_port") not in (None, DASHBOARD_PORT)
+        ):
             problems.append(f"{command}: remote port is not {DASHBOARD_PORT}")
         if command.tool == "mlflow" and sub == "server" and params.get("port") != MLFLOW_PORT:
             problems.append(f"{command}: MLflow is not on {MLFLOW_PORT}")
@@ -409,7 +432,9 @@ def test_ports_agree_everywhere(clis) -> None:
 
 def test_postgres_is_on_5432_and_only_mlflow_reaches_it() -> None:
     compose = load_yaml(COMPOSE)["services"]
-    uris = [expand(str(v), {}) for v in compose["mlflow"]["environment"].values() if "postgresql://" in str(v)]
+    uris = [
+        expand(str(v), {}) for v in compose["mlflow"]["environment"].values() if "postgresql://" in str(v)
+    ]
     env: dict[str, str] = {}
     shell_commands(START_MLFLOW.read_text(), "start-mlflow.sh", env=env)
     uris += [v for v in env.values() if v.startswith("postgresql://")]
@@ -519,7 +544,9 @@ def test_aws_node_types_fit_the_cluster_grids() -> None:
     for grid in cluster_grids():
         cpus, gpus = run_needs(grid)
         assert gpus >= 1, grid["name"]
-        assert any(r["CPU"] >= cpus and r["GPU"] >= gpus for r in up), f"{grid['name']}: a run fits no node that is up"
+        assert any(r["CPU"] >= cpus and r["GPU"] >= gpus for r in up), (
+            f"{grid['name']}: a run fits no node that is up"
+        )
 
 
 # --- KubeRay -------------------------------------------------------------------------------
@@ -607,7 +634,9 @@ def shell_scripts() -> list[Path]:
 
 @pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_shell_script_is_valid_bash(script: Path) -> None:
-    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=30, check=False)
+    result = subprocess.run(
+        ["bash", "-n", str(script)], capture_output=True, text=True, timeout=30, check=False
+    )
     assert result.returncode == 0, result.stderr
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
@@ -618,7 +647,10 @@ def test_shell_script_is_valid_bash(script: Path) -> None:
 def test_bash_n_rejects_a_broken_script(tmp_path: Path) -> None:
     broken = tmp_path / "broken.sh"
     broken.write_text("#!/usr/bin/env bash\nif true; then\n  echo missing fi\n")
-    assert subprocess.run(["bash", "-n", str(broken)], capture_output=True, timeout=30, check=False).returncode != 0
+    assert (
+        subprocess.run(["bash", "-n", str(broken)], capture_output=True, timeout=30, check=False).returncode
+        != 0
+    )
 
 
 def test_slurm_allocation_fits_the_cluster_grids() -> None:

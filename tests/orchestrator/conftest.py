@@ -18,9 +18,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -70,7 +70,14 @@ class LocalCluster:
     env: dict[str, str] | None = None  # the nodes' environment (None: this process's)
 
     def add_node(self, num_cpus: int, resources: str | None = None) -> None:
-        args = [RAY, "start", "--block", f"--address={self.address}", f"--num-cpus={num_cpus}", "--num-gpus=0"]
+        args = [
+            RAY,
+            "start",
+            "--block",
+            f"--address={self.address}",
+            f"--num-cpus={num_cpus}",
+            "--num-gpus=0",
+        ]
         args += ["--disable-usage-stats", f"--object-store-memory={OBJECT_STORE_BYTES}"]
         if resources:
             args.append(f"--resources={resources}")
@@ -99,7 +106,11 @@ def start_cluster(num_cpus: int, dashboard: bool = False, env: dict[str, str] | 
     dashboard_url = None
     if dashboard:
         dashboard_port = free_port()
-        args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}"]
+        args += [
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+        ]
         dashboard_url = f"http://127.0.0.1:{dashboard_port}"
     else:
         args += ["--include-dashboard=false"]
@@ -155,7 +166,9 @@ def workspace(home: Path) -> Iterator[Path]:
             os.environ["GAMMARAY_HOME"] = saved
 
 
-def write_grid(folder: Path, name: str, base: dict | None = None, axes: dict | None = None, **top: object) -> Path:
+def write_grid(
+    folder: Path, name: str, base: dict | None = None, axes: dict | None = None, **top: object
+) -> Path:
     """A grid file from Python values (base defaults to the tiny test config)."""
     import yaml
 
@@ -170,7 +183,12 @@ def write_grid(folder: Path, name: str, base: dict | None = None, axes: dict | N
 
 
 def submit(
-    path: Path, home: Path, *overrides: str, address: str | None = None, tracking_uri: str | None = None, plan_hook=None
+    path: Path,
+    home: Path,
+    *overrides: str,
+    address: str | None = None,
+    tracking_uri: str | None = None,
+    plan_hook=None,
 ):
     """``gammaray submit`` in this process (the Ray connection is the fixture's)."""
     from orchestrator.submit import plan, run

@@ -65,7 +65,11 @@ def start_postgres(port: int) -> Postgres:
         shutil.chown(folder, "postgres", "postgres")
         folder.chmod(0o700)
     server = Postgres(bin=binaries, data=folder / "data", port=port)
-    server._run("initdb", "-D", str(server.data), "-U", server.user, "--auth=trust", "--encoding=UTF8", "--no-sync")
+    server._run(
+        "initdb", "-D", str(server.data), "-U", server.user, "--auth=trust", "--encoding=UTF8", "--no-sync"
+    )
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-    server._run("pg_ctl", "-D", str(server.data), "-o", options, "-l", str(folder / "server.log"), "-w", "start")
+    server._run(
+        "pg_ctl", "-D", str(server.data), "-o", options, "-l", str(folder / "server.log"), "-w", "start"
+    )
     return server

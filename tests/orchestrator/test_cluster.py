@@ -49,7 +49,9 @@ def two_nodes():
 
 def test_grid_runs_across_two_nodes_through_address(two_nodes, tmp_path, mlflow_template):
     fresh_store(mlflow_template, tmp_path / "mlflow.db")
-    path = write_grid(tmp_path, "spread", axes={"init.gamma": [0.5, 1.0]}, resources={"cpus": 1}, max_parallel=2)
+    path = write_grid(
+        tmp_path, "spread", axes={"init.gamma": [0.5, 1.0]}, resources={"cpus": 1}, max_parallel=2
+    )
     outcome = submit(path, tmp_path, address=two_nodes.address)
     assert outcome.as_json() == {
         "grid": "spread",
@@ -96,7 +98,6 @@ def mlflow_server(tmp_path, mlflow_template):
             process.wait()
 
 
-
 def test_mlflow_server_outage_loses_nothing_and_replays(two_nodes, tmp_path, mlflow_server, monkeypatch):
     from mlflow.tracking import MlflowClient
 
@@ -121,7 +122,10 @@ def test_mlflow_server_outage_loses_nothing_and_replays(two_nodes, tmp_path, mlf
         assert run.data.tags["gammaray.state"] == "finished"
         records = read_jsonl(tmp_path / "grids" / "served" / run_id / "metrics.jsonl")
         expected = sorted((s, v) for r in records for k, v, s in record_metrics(r) if k == "eval/loss")
-        assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/loss")) == expected
+        assert (
+            sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "eval/loss"))
+            == expected
+        )
         assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
             "config.yaml",
             "summary.json",

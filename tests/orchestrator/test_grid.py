@@ -87,7 +87,8 @@ def test_tokens_per_param_axis_replaces_the_base_tokens(tmp_path):
 
 def test_set_overrides_base_and_grid_keys(tmp_path):
     grid = load_grid(
-        write(tmp_path, GOOD), ["optim.lr=0.01", "name=other", "max_parallel=3", "resources.cpus=2", "retries=0"]
+        write(tmp_path, GOOD),
+        ["optim.lr=0.01", "name=other", "max_parallel=3", "resources.cpus=2", "retries=0"],
     )
     assert (grid.name, grid.max_parallel, grid.retries, grid.resources.cpus) == ("other", 3, 0, 2)
     assert all(s.config.optim.lr == 0.01 for s in expand(grid, tmp_path))
@@ -132,8 +133,11 @@ def test_demo_grid_trains_about_23_tokens_per_parameter_and_records_its_entropy_
 def test_a_file_source_records_no_entropy_rate(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
-    grid = write(tmp_path, f"name: g\nbase: {{model.preset: tiny, train.batch_size: 8, train.seq_len: 32, train.tokens: 20000, "
-                           f"data.source: text, data.path: {corpus}}}\naxes: {{init.gamma: [0.5, 1.0]}}\n")
+    grid = write(
+        tmp_path,
+        f"name: g\nbase: {{model.preset: tiny, train.batch_size: 8, train.seq_len: 32, train.tokens: 20000, "
+        f"data.source: text, data.path: {corpus}}}\naxes: {{init.gamma: [0.5, 1.0]}}\n",
+    )
     specs = expand(load_grid(grid), tmp_path)
     assert all("entropy_per_token" not in s.params() for s in specs)
 
@@ -189,7 +193,11 @@ MALFORMED = [
         (),
         "axes.init.gama: unknown config key (did you mean init.gamma?)",
     ),
-    ("name: g\n" + BASE + "axes: {init.gamma: [0.5, 1.0, -1]}\n", (), "axes.init.gamma[2]: must be > 0, got -1"),
+    (
+        "name: g\n" + BASE + "axes: {init.gamma: [0.5, 1.0, -1]}\n",
+        (),
+        "axes.init.gamma[2]: must be > 0, got -1",
+    ),
     (
         "name: g\n" + BASE + "axes: {init.gamma: [0.5, 1.0, 0.5]}\n",
         (),
@@ -197,9 +205,17 @@ MALFORMED = [
     ),
     ("name: g\n" + BASE + "axes: {train.batch_size: [8, x]}\n", (), "axes.train.batch_size[1]: must be"),
     ("name: g\n" + BASE + "axes: {init.gamma: [[0.5]]}\n", (), "axes.init.gamma[0]: must be a single value"),
-    ("name: g\n" + BASE + "axes: {train.backend: [torch, jax]}\n", (), "axes.train.backend[1]: must be one of"),
+    (
+        "name: g\n" + BASE + "axes: {train.backend: [torch, jax]}\n",
+        (),
+        "axes.train.backend[1]: must be one of",
+    ),
     ("name: g\n" + BASE + "axes: {model.preset: [tiny, huge]}\n", (), "axes.model.preset[1]: unknown preset"),
-    ("name: g\n" + BASE + "axes: {model.n_heads: [2, 3]}\n", (), "axes.model.n_heads[1]: must divide d_model=32"),
+    (
+        "name: g\n" + BASE + "axes: {model.n_heads: [2, 3]}\n",
+        (),
+        "axes.model.n_heads[1]: must divide d_model=32",
+    ),
     ("name: g\n" + BASE + "zip: {a: 1}\n", (), "zip: must be a non-empty list"),
     (
         "name: g\n" + BASE + "zip: [{init.gamma: [0.5, 1.0], optim.weight_decay: [0.1]}]\n",
@@ -229,7 +245,11 @@ MALFORMED = [
         "zip[0]: values [1] repeat values [0] of every key",
     ),
     ("name: g\n" + BASE + "resources: {cpu: 1}\n", (), "resources.cpu: unknown key (did you mean cpus?)"),
-    ("name: g\n" + BASE + "resources: {cpus: two}\n", (), "resources.cpus: must be an integer >= 1, got 'two'"),
+    (
+        "name: g\n" + BASE + "resources: {cpus: two}\n",
+        (),
+        "resources.cpus: must be an integer >= 1, got 'two'",
+    ),
     ("name: g\n" + BASE + "resources: {cpus: 0}\n", (), "resources.cpus: must be an integer >= 1, got 0"),
     (
         "name: g\n" + BASE + "resources: {cpus: 4096}\n",
@@ -269,7 +289,11 @@ MALFORMED = [
     ("name: g\n" + BASE + "max_parallel: 0\n", (), "max_parallel: must be an integer >= 1, got 0"),
     ("name: g\n" + BASE + "retries: -1\n", (), "retries: must be an integer >= 0, got -1"),
     ("name: g\n" + BASE + "retries: yes\n", (), "retries: must be an integer >= 0, got True"),
-    ("name: g\nbase: {data.source: text, data.path: /nonexistent/corpus.txt}\n", (), "base.data.path: no such file"),
+    (
+        "name: g\nbase: {data.source: text, data.path: /nonexistent/corpus.txt}\n",
+        (),
+        "base.data.path: no such file",
+    ),
     (GOOD, ("--set", "init.gamma=2"), "--set init.gamma: is swept by axes.init.gamma"),
     (GOOD, ("--set", "optim.lr=-1"), "--set optim.lr: must be > 0"),
     (GOOD, ("--set", "optim.lrr=1"), "--set optim.lrr: unknown config key (did you mean optim.lr?)"),

@@ -16,11 +16,15 @@ def last_json(stdout: str) -> dict:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def test_submit_starts_a_local_cluster_and_a_second_submit_trains_nothing(tmp_path, mlflow_template, monkeypatch):
+def test_submit_starts_a_local_cluster_and_a_second_submit_trains_nothing(
+    tmp_path, mlflow_template, monkeypatch
+):
     workspace = tmp_path / "ws"
     fresh_store(mlflow_template, workspace / "mlflow.db")
     env = {"GAMMARAY_HOME": str(workspace)}
-    path = write_grid(tmp_path, "local", axes={"init.gamma": [0.5, 1.0]}, resources={"cpus": 1}, max_parallel=2)
+    path = write_grid(
+        tmp_path, "local", axes={"init.gamma": [0.5, 1.0]}, resources={"cpus": 1}, max_parallel=2
+    )
 
     first = run_cli("submit", str(path), "--json", env=env)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -73,7 +77,9 @@ def test_a_fresh_local_cluster_has_its_workers_import_the_trainer_before_the_fir
 
     from tests.conftest import REPO
 
-    done = subprocess.run([sys.executable, "-c", WARM_UP_PROBE], capture_output=True, text=True, cwd=REPO, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", WARM_UP_PROBE], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     probes = json.loads(done.stdout.strip().splitlines()[-1])
     assert len({pid for pid, _ in probes}) == 2

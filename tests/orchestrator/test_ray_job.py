@@ -27,7 +27,9 @@ from tests.orchestrator.postgres import postgres_bin, start_postgres
 
 pytestmark = [
     pytest.mark.cluster,
-    pytest.mark.skipif(postgres_bin() is None, reason="PostgreSQL (Debian package 'postgresql') is not installed"),
+    pytest.mark.skipif(
+        postgres_bin() is None, reason="PostgreSQL (Debian package 'postgresql') is not installed"
+    ),
 ]
 
 
@@ -71,7 +73,9 @@ def job_cluster():
         cluster.add_node(num_cpus=1)
         from ray.job_submission import JobSubmissionClient
 
-        client = wait_for(lambda: _job_client(JobSubmissionClient, cluster.dashboard_url), 120, 1.0, "the job server")
+        client = wait_for(
+            lambda: _job_client(JobSubmissionClient, cluster.dashboard_url), 120, 1.0, "the job server"
+        )
         yield cluster, home, client
     finally:
         cluster.stop()
@@ -82,15 +86,30 @@ def test_grid_runs_as_a_ray_job_and_reads_back_from_anywhere(job_cluster, tracki
     cluster, home, client = job_cluster
     widths = {"model.d_model": [16, 24, 32], "model.n_heads": [2, 2, 2], "model.d_ff": [32, 48, 64]}
     grid = write_grid(tmp_path, "jobgrid", zip=[widths], resources={"cpus": 1}, max_parallel=2)
-    submit = ["submit", str(grid), "--address", cluster.dashboard_url, "--tracking-uri", tracking_server, "--json"]
+    submit = [
+        "submit",
+        str(grid),
+        "--address",
+        cluster.dashboard_url,
+        "--tracking-uri",
+        tracking_server,
+        "--json",
+    ]
 
     first = run_cli(*submit)
     assert first.returncode == 0, first.stderr[-3000:]
     document = json.loads(first.stdout.splitlines()[-1])
     assert document["job_status"] == "SUCCEEDED"
-    assert (document["runs"], document["trained"], document["failed"], document["tracking_ok"]) == (3, 3, 0, True)
+    assert (document["runs"], document["trained"], document["failed"], document["tracking_ok"]) == (
+        3,
+        3,
+        0,
+        True,
+    )
     assert client.get_job_info(document["job_id"]).metadata["gammaray.grid"] == "jobgrid"
-    assert "Ray Job" in first.stderr and "grid jobgrid: 3 finished" in first.stderr  # the driver's log, streamed
+    assert (
+        "Ray Job" in first.stderr and "grid jobgrid: 3 finished" in first.stderr
+    )  # the driver's log, streamed
 
     # The runs trained in the cluster's shared workspace, on both nodes; none here.
     folders = sorted((home / "grids" / "jobgrid").iterdir())
@@ -118,13 +137,25 @@ def test_detach_returns_once_submitted(job_cluster, tracking_server, tmp_path):
     cluster, _, client = job_cluster
     grid = write_grid(tmp_path, "detached", resources={"cpus": 1})
     result = run_cli(
-        "submit", str(grid), "--address", cluster.dashboard_url, "--tracking-uri", tracking_server, "--detach", "--json"
+        "submit",
+        str(grid),
+        "--address",
+        cluster.dashboard_url,
+        "--tracking-uri",
+        tracking_server,
+        "--detach",
+        "--json",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     document = json.loads(result.stdout.splitlines()[-1])
     assert document["job_status"] == "SUBMITTED"
     job_id = document["job_id"]
-    wait_for(lambda: str(client.get_job_status(job_id).value) in ("SUCCEEDED", "FAILED", "STOPPED"), 300, 1.0, "job")
+    wait_for(
+        lambda: str(client.get_job_status(job_id).value) in ("SUCCEEDED", "FAILED", "STOPPED"),
+        300,
+        1.0,
+        "job",
+    )
     assert str(client.get_job_status(job_id).value) == "SUCCEEDED", client.get_job_logs(job_id)[-3000:]
     status = run_cli("status", "detached", "--tracking-uri", tracking_server, "--json")
     assert json.loads(status.stdout.splitlines()[-1])["counts"]["finished"] == 1
@@ -134,7 +165,10 @@ def test_detach_returns_once_submitted(job_cluster, tracking_server, tmp_path):
     "extra, message",
     [
         ((), "--tracking-uri: a grid submitted as a Ray Job needs a tracking store"),
-        (("--tracking-uri", "sqlite:////tmp/local.db"), "--tracking-uri: a grid submitted as a Ray Job needs"),
+        (
+            ("--tracking-uri", "sqlite:////tmp/local.db"),
+            "--tracking-uri: a grid submitted as a Ray Job needs",
+        ),
         (("--tracking-uri", "http://127.0.0.1:1", "--set", "optim.lr=fast"), "optim.lr"),
     ],
 )
@@ -164,7 +198,6 @@ def test_detach_needs_a_job_address(tmp_path):
     grid = write_grid(tmp_path, "local")
     result = run_cli("submit", str(grid), "--detach")
     assert result.returncode == 2 and "--detach: only with --address http://" in result.stderr
-
 
 
 def _job_client(factory, address: str):

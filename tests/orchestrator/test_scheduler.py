@@ -98,7 +98,12 @@ def four(cluster, tmp_path_factory, mlflow_template):
 
 def test_grid_finishes_and_mlflow_reads_every_run_back(four):
     home, _, outcome = four
-    assert outcome.counts["finished"] == 4 and outcome.trained == 4 and outcome.skipped == 0 and outcome.tracking_ok
+    assert (
+        outcome.counts["finished"] == 4
+        and outcome.trained == 4
+        and outcome.skipped == 0
+        and outcome.tracking_ok
+    )
     runs = mlflow_runs(outcome.tracking_uri, "four")
     assert set(runs) == set(outcome.states)
     mlflow = client(outcome.tracking_uri)
@@ -106,7 +111,11 @@ def test_grid_finishes_and_mlflow_reads_every_run_back(four):
         folder = grid_folder(home, "four") / run_id
         summary = read_summary(folder)
         tags, params = run.data.tags, run.data.params
-        assert (tags["gammaray.grid"], tags["gammaray.state"], tags["gammaray.run_id"]) == ("four", "finished", run_id)
+        assert (tags["gammaray.grid"], tags["gammaray.state"], tags["gammaray.run_id"]) == (
+            "four",
+            "finished",
+            run_id,
+        )
         assert run.info.status == "FINISHED"
         assert params["N"] == str(summary.n_params) and params["D"] == str(summary.tokens)
         assert params["FLOPs"] == str(summary.train_flops) and params["N_non_embedding"] == str(
@@ -188,14 +197,17 @@ def test_status_of_an_unknown_grid_is_one_line(four):
     result = CliRunner().invoke(main, ["status", "nope", "--tracking-uri", outcome.tracking_uri])
     assert result.exit_code == 2
     assert (
-        result.stderr.strip() == f"gammaray: error: unknown grid 'nope' in {outcome.tracking_uri} (grids there: four)"
+        result.stderr.strip()
+        == f"gammaray: error: unknown grid 'nope' in {outcome.tracking_uri} (grids there: four)"
     )
 
 
 # ---- faults -----------------------------------------------------------------------------------
 
 
-def test_sigkilled_worker_resumes_from_its_checkpoint_with_the_same_final_loss(cluster, tmp_path, mlflow_template):
+def test_sigkilled_worker_resumes_from_its_checkpoint_with_the_same_final_loss(
+    cluster, tmp_path, mlflow_template
+):
     fresh_store(mlflow_template, tmp_path / "mlflow.db")
     from trainers.loop import train
 
@@ -203,7 +215,9 @@ def test_sigkilled_worker_resumes_from_its_checkpoint_with_the_same_final_loss(c
     killed: dict = {}
 
     def kill_after_first_checkpoint() -> None:
-        folder = wait_for(lambda: next(iter(grid_folder(tmp_path, "kill").glob("*")), None), 120, what="run folder")
+        folder = wait_for(
+            lambda: next(iter(grid_folder(tmp_path, "kill").glob("*")), None), 120, what="run folder"
+        )
         wait_for(lambda: list((folder / "checkpoints").glob("step-*")), 120, what="a checkpoint")
         killed["pid"] = read_attempts(folder)[0]["pid"]
         os.kill(killed["pid"], signal.SIGKILL)
@@ -223,7 +237,9 @@ def test_sigkilled_worker_resumes_from_its_checkpoint_with_the_same_final_loss(c
     assert start["step"] > 0  # the retry resumed from a checkpoint, not from scratch
 
     # The same config trained without interruption ends with the same loss.
-    spec_config = __import__("trainers.config", fromlist=["load_run_config"]).load_run_config(folder / "config.yaml")
+    spec_config = __import__("trainers.config", fromlist=["load_run_config"]).load_run_config(
+        folder / "config.yaml"
+    )
     reference = train(spec_config, tmp_path / "reference")
     assert read_summary(folder).final_eval_loss == reference.final_eval_loss
     run = mlflow_runs(outcome.tracking_uri, "kill")[run_id]
@@ -262,9 +278,13 @@ def test_failed_and_diverged_runs_do_not_stop_the_grid(cluster, tmp_path, mlflow
 
 def test_cancel_stops_a_running_grid(cluster, tmp_path, mlflow_template):
     uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
-    path = write_grid(tmp_path, "stop", base={"train.tokens": 5_000_000}, axes={"seed": [1, 2]}, resources={"cpus": 1})
+    path = write_grid(
+        tmp_path, "stop", base={"train.tokens": 5_000_000}, axes={"seed": [1, 2]}, resources={"cpus": 1}
+    )
     result: dict = {}
-    driver = threading.Thread(target=lambda: result.update(outcome=submit(path, tmp_path, address=cluster.address)))
+    driver = threading.Thread(
+        target=lambda: result.update(outcome=submit(path, tmp_path, address=cluster.address))
+    )
     driver.start()
     try:
         wait_for(lambda: _counts(uri, "stop").get("running") == 2, 120, 0.5, "two running runs")
@@ -303,7 +323,9 @@ def _alive(pid: int) -> bool:
 
 def test_killed_driver_then_resubmit_loses_nothing(cluster, tmp_path, mlflow_template):
     fresh_store(mlflow_template, tmp_path / "mlflow.db")
-    path = write_grid(tmp_path, "crash", axes={"train.tokens": [20000, 40000]}, resources={"cpus": 1}, max_parallel=1)
+    path = write_grid(
+        tmp_path, "crash", axes={"train.tokens": [20000, 40000]}, resources={"cpus": 1}, max_parallel=1
+    )
     env = {**os.environ, "GAMMARAY_HOME": str(tmp_path)}
     driver = subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", "submit", str(path), "--address", cluster.address, "--json"],
@@ -335,7 +357,8 @@ def test_killed_driver_then_resubmit_loses_nothing(cluster, tmp_path, mlflow_tem
     assert {r: len(read_attempts(folder / r)) for r in finished_before} == attempts_before  # not retrained
     resumed = [r for r in outcome.states if r not in finished_before]
     starts = [
-        [x for x in read_jsonl(folder / r / "metrics.jsonl") if x["kind"] == "start"][-1]["step"] for r in resumed
+        [x for x in read_jsonl(folder / r / "metrics.jsonl") if x["kind"] == "start"][-1]["step"]
+        for r in resumed
     ]
     assert max(starts) > 0  # the interrupted run went on from its checkpoint
     for run_id, run in mlflow_runs(outcome.tracking_uri, "crash").items():
@@ -348,7 +371,8 @@ def test_a_grid_too_big_for_the_cluster_is_refused_before_anything_is_written(cl
 
     path = write_grid(tmp_path, "big", resources={"cpus": 8})  # the cluster's nodes have 4 CPUs
     with pytest.raises(
-        GridError, match=r"resources.cpus: 8 per process, but the largest node of the Ray cluster at .* has 4 CPUs"
+        GridError,
+        match=r"resources.cpus: 8 per process, but the largest node of the Ray cluster at .* has 4 CPUs",
     ):
         submit(path, tmp_path, address=cluster.address)
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "grids").exists()

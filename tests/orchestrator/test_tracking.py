@@ -26,11 +26,19 @@ def records(steps: range, eval_every: int = 4, end: bool = False) -> list[dict]:
     out = [{"kind": "start", "step": steps.start}]
     for step in steps:
         out.append(
-            {"kind": "train", "step": step, "train/loss": 6.0 - step / 100, "train/loss_mean": 6.0, "train/lr": 1e-3}
+            {
+                "kind": "train",
+                "step": step,
+                "train/loss": 6.0 - step / 100,
+                "train/loss_mean": 6.0,
+                "train/lr": 1e-3,
+            }
             | {"train/tokens": 256 * step, "train/tokens_per_s": 1000.0}
         )
         if step % eval_every == 0:
-            out.append({"kind": "eval", "step": step, "eval/loss": 6.1 - step / 100, "eval/tokens": 256 * step})
+            out.append(
+                {"kind": "eval", "step": step, "eval/loss": 6.1 - step / 100, "eval/tokens": 256 * step}
+            )
     if end:
         out.append({"kind": "end", "status": "finished", "steps": steps.stop - 1, "tokens_per_s": 1234.0})
     return out
@@ -45,7 +53,9 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def test_records_become_the_metrics_the_analysis_reads():
-    train = record_metrics({"kind": "train", "step": 5, "train/loss": 4.0, "train/tokens": 1280, "train/lr": 0.1})
+    train = record_metrics(
+        {"kind": "train", "step": 5, "train/loss": 4.0, "train/tokens": 1280, "train/lr": 0.1}
+    )
     assert ("train/loss", 4.0, 5) in train and ("tokens", 1280.0, 5) in train
     assert record_metrics({"kind": "eval", "step": 0, "eval/loss": 6.2, "eval/tokens": 0}) == [
         ("eval/loss", 6.2, 0),
@@ -72,7 +82,13 @@ def test_cursor_skips_what_was_logged_and_batches_respect_the_limit():
 
 
 def test_probe_metrics_of_eval_records_are_logged_too():
-    record = {"kind": "eval", "step": 8, "eval/loss": 5.0, "diag/condensation/all": 0.3, "probe/seen_accuracy": 0.5}
+    record = {
+        "kind": "eval",
+        "step": 8,
+        "eval/loss": 5.0,
+        "diag/condensation/all": 0.3,
+        "probe/seen_accuracy": 0.5,
+    }
     assert sorted(record_metrics(record)) == [
         ("diag/condensation/all", 0.3, 8),
         ("eval/loss", 5.0, 8),
@@ -133,7 +149,9 @@ def grid_specs(tmp_path):
 def histories(uri: str, mlflow_id: str, key: str) -> list[tuple[int, float]]:
     from mlflow.tracking import MlflowClient
 
-    return sorted((m.step, m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(mlflow_id, key))
+    return sorted(
+        (m.step, m.value) for m in MlflowClient(tracking_uri=uri).get_metric_history(mlflow_id, key)
+    )
 
 
 def test_replay_is_idempotent_across_restarts_and_resumes(tmp_path, grid_specs, mlflow_template):
@@ -152,7 +170,8 @@ def test_replay_is_idempotent_across_restarts_and_resumes(tmp_path, grid_specs, 
     # records past 12 and writes them again. A new driver (fresh recorder) replays the file.
     resumed = [r for r in records(range(1, 21)) if r["kind"] != "start" and r["step"] <= 12]
     write_jsonl(
-        out / "metrics.jsonl", [{"kind": "start", "step": 12}, *resumed[:-1], *records(range(13, 31), end=True)[1:]]
+        out / "metrics.jsonl",
+        [{"kind": "start", "step": 12}, *resumed[:-1], *records(range(13, 31), end=True)[1:]],
     )
     again = Recorder(uri, "rec", grid_specs, warn=print)
     assert again.open()
@@ -177,7 +196,9 @@ def test_one_recorder_follows_a_run_through_its_resume(tmp_path, grid_specs, mlf
     # recorder stopped reading before it looks again. The new attempt's lines are shorter, so
     # that position now falls after records the store does not hold yet (steps 21, 22, ...).
     resumed = [r for r in records(range(1, 21)) if r["kind"] != "start" and r["step"] <= 12]
-    again = [{k: v for k, v in r.items() if k != "train/loss_mean"} for r in records(range(13, 41), end=True)[1:]]
+    again = [
+        {k: v for k, v in r.items() if k != "train/loss_mean"} for r in records(range(13, 41), end=True)[1:]
+    ]
     write_jsonl(metrics_file, [{"kind": "start", "step": 12}, *resumed, *again])
     recorder.done(spec.run_id, with_artifacts=False)
     assert recorder.flush(force=True)
@@ -214,7 +235,9 @@ def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, mo
 def test_an_unreachable_store_fails_softly_once(tmp_path, grid_specs, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     warnings: list[str] = []
-    recorder = Recorder("http://127.0.0.1:9", "rec", grid_specs, warn=warnings.append)  # port 9: discard, closed
+    recorder = Recorder(
+        "http://127.0.0.1:9", "rec", grid_specs, warn=warnings.append
+    )  # port 9: discard, closed
     assert not recorder.open()
     assert not recorder.flush()  # within the back-off: not even tried
     assert not recorder.flush(force=True)
@@ -295,7 +318,14 @@ def test_cancel_marks_only_open_runs_and_status_counts_them(tmp_path, grid_specs
     assert recorder.flush()
     assert request_cancel(uri, "rec") == [second]
     document = grid_status(uri, "rec")
-    assert document["counts"] == {"pending": 0, "running": 0, "finished": 1, "failed": 0, "diverged": 0, "cancelled": 1}
+    assert document["counts"] == {
+        "pending": 0,
+        "running": 0,
+        "finished": 1,
+        "failed": 0,
+        "diverged": 0,
+        "cancelled": 1,
+    }
     assert {r["id"]: r["state"] for r in document["runs"]} == {first: "finished", second: "cancelled"}
     # The driver sees the request; a resubmission (watch) clears it before it can stop the new attempt.
     recorder._last_cancel_poll = 0.0
@@ -321,7 +351,9 @@ def test_mlflow_ui_command_serves_the_workspace_store(tmp_path, mlflow_template)
     from orchestrator.cli import main
 
     uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
-    result = CliRunner().invoke(main, ["mlflow-ui", "--tracking-uri", uri, "--port", "5123", "--print-command"])
+    result = CliRunner().invoke(
+        main, ["mlflow-ui", "--tracking-uri", uri, "--port", "5123", "--print-command"]
+    )
     assert result.exit_code == 0
     assert result.stdout.split()[1:] == [
         "-m",

@@ -121,7 +121,9 @@ def test_a_larger_trials_count_runs_only_the_new_trials_and_reruns_nothing(clust
     assert second["studies"][0]["name"] == "resume/all" and second["rule"] == []
     best = yaml.safe_load(Path(second["best_file"]).read_text())
     assert best["zip"] == [{"optim.lr": [float(f"{second['best']['all']['params']['optim.lr']:.4g}")]}]
-    pasted = load_grid(write_grid(tmp_path / "pasted", "pasted", zip=best["zip"]))  # a grid snippet, ready to use
+    pasted = load_grid(
+        write_grid(tmp_path / "pasted", "pasted", zip=best["zip"])
+    )  # a grid snippet, ready to use
     assert [dict(p.values) for p in pasted.points()] == [{"optim.lr": best["zip"][0]["optim.lr"][0]}]
     html = Path(second["report"]).read_text()
     assert second["report"] == str(workspace() / "reports" / "resume-tune.html")
@@ -188,7 +190,9 @@ def test_a_trial_left_running_by_a_dead_driver_is_asked_again(cluster, tmp_path)
     trials = study(workspace(), "orphan/all").get_trials()
     assert trials[orphan.number].state.name == "FAIL"
     resumed = [t for t in trials if t.user_attrs.get("resumes_trial") == orphan.number]
-    assert len(resumed) == 1 and resumed[0].params == {"optim.lr": 0.01} and resumed[0].state.name == "COMPLETE"
+    assert (
+        len(resumed) == 1 and resumed[0].params == {"optim.lr": 0.01} and resumed[0].state.name == "COMPLETE"
+    )
     assert document["new_trials"] == 1
     assert (document["studies"][0]["stopped"], document["studies"][0]["failed"]) == (1, 0)
 
@@ -203,7 +207,10 @@ def ladder(tmp_path) -> Path:
 
 BAD = [
     (["--param", "optim.lr=log:1e-4"], "--param optim.lr: log expects log:LOW:HIGH"),
-    (["--param", "optim.lrr=log:1e-4:1e-2"], "--param optim.lrr: unknown config key (did you mean optim.lr?)"),
+    (
+        ["--param", "optim.lrr=log:1e-4:1e-2"],
+        "--param optim.lrr: unknown config key (did you mean optim.lr?)",
+    ),
     (["--param", "optim.lr=log:0:1e-2"], "--param optim.lr: a log scale needs LOW > 0"),
     (["--param", "optim.lr=exp:1:2"], "--param optim.lr: unknown kind 'exp'"),
     (["--param", "train.batch_size=float:8:64"], "--param train.batch_size: float needs a float key"),
@@ -215,9 +222,15 @@ BAD = [
         ["--param", "optim.lr=log:1e-4:1e-2", "--per", "model.preset"],
         "axes.init.gamma: init.gamma varies within one study",
     ),
-    (["--param", "optim.lr=log:1e-4:1e-2", "--per", "model.presett"], "--per: model.presett: unknown config key"),
+    (
+        ["--param", "optim.lr=log:1e-4:1e-2", "--per", "model.presett"],
+        "--per: model.presett: unknown config key",
+    ),
     (["--per", "model.preset,init.gamma"], "nothing to tune: give --param"),
-    (["--param", "optim.lr=log:1e-4:1e-2", "--storage", "optuna.db"], "--storage 'optuna.db': expected a database URL"),
+    (
+        ["--param", "optim.lr=log:1e-4:1e-2", "--storage", "optuna.db"],
+        "--storage 'optuna.db': expected a database URL",
+    ),
 ]
 
 
@@ -249,11 +262,15 @@ def test_the_tune_section_is_part_of_the_grid_and_flags_override_it(tmp_path):
     assert (plan.trials, [g.key for g in plan.groups]) == (5, ["model.preset=tiny", "model.preset=100k"])
     assert plan.study_name(plan.groups[0]) == "section/model.preset=tiny"
     assert plan.storage == f"sqlite:///{workspace() / 'optuna.db'}"
-    flagged = make_plan(path, params=["optim.weight_decay=float:0:1"], trials=2, storage="sqlite:////tmp/x.db")
+    flagged = make_plan(
+        path, params=["optim.weight_decay=float:0:1"], trials=2, storage="sqlite:////tmp/x.db"
+    )
     assert [p.key for p in flagged.params] == ["optim.weight_decay"] and flagged.trials == 2
     # A trial of no searched value is the grid point itself: the same run id as `submit` gives it.
     assert plan.trial_spec(plan.groups[1], {}).run_id == plan.groups[1].spec.run_id
-    assert plan.trial_spec(plan.groups[1], {"optim.lr": 0.01}).out_dir.startswith(str(workspace() / "tune" / "section"))
+    assert plan.trial_spec(plan.groups[1], {"optim.lr": 0.01}).out_dir.startswith(
+        str(workspace() / "tune" / "section")
+    )
 
 
 @pytest.mark.parametrize(
@@ -305,7 +322,10 @@ def test_the_size_rule_recovers_a_known_exponent_from_noisy_best_values():
         for i, n in enumerate(sizes)
     ]
     rules = fit_size_rules(groups, ["optim.lr", "model.attn_gate"], slice_keys=["init.gamma"])
-    assert [(r.param, r.where) for r in rules] == [("optim.lr", {"init.gamma": 0.5}), ("optim.lr", {"init.gamma": 1.0})]
+    assert [(r.param, r.where) for r in rules] == [
+        ("optim.lr", {"init.gamma": 0.5}),
+        ("optim.lr", {"init.gamma": 1.0}),
+    ]
     for rule, k in zip(rules, (-0.35, -0.5)):
         assert rule.k == pytest.approx(k, abs=0.03) and abs(rule.k - k) < 3 * rule.k_stderr
         assert rule.coefficient == pytest.approx(0.5, rel=0.4)
@@ -330,7 +350,10 @@ def test_a_diverged_run_is_told_the_untrained_models_loss():
     diverged = {"status": "diverged", "final_eval_loss": float("nan"), "initial_eval_loss": 6.2}
     assert objective(finished, records, "eval/loss") == (4.8, "finished")
     assert objective(diverged, records, "eval/loss") == (6.2, "diverged")
-    assert objective(finished, records, "probe/accuracy") == (None, "diverged")  # not recorded: the trial fails
+    assert objective(finished, records, "probe/accuracy") == (
+        None,
+        "diverged",
+    )  # not recorded: the trial fails
 
 
 def test_the_report_holds_every_figure_of_a_two_parameter_study(tmp_path):
@@ -343,13 +366,22 @@ def test_the_report_holds_every_figure_of_a_two_parameter_study(tmp_path):
     synthetic = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(10):
         trial = synthetic.ask()
-        lr, wd = trial.suggest_float("optim.lr", 1e-4, 3e-2, log=True), trial.suggest_float("optim.weight_decay", 0, 1)
+        lr, wd = (
+            trial.suggest_float("optim.lr", 1e-4, 3e-2, log=True),
+            trial.suggest_float("optim.weight_decay", 0, 1),
+        )
         for step in (0, 10, 20):
             trial.report(5 + (math.log10(lr) + 2) ** 2 + 0.1 * wd - 0.01 * step, step)
         trial.set_user_attr("run_id", "abc")
         synthetic.tell(trial, 5 + (math.log10(lr) + 2) ** 2 + 0.1 * wd)
     rule = SizeRule(
-        "optim.lr", {}, a=math.log(0.5), k=-0.4, k_stderr=0.02, n_params=(2e4, 1e5, 4e5), best=(0.01, 0.005, 0.003)
+        "optim.lr",
+        {},
+        a=math.log(0.5),
+        k=-0.4,
+        k_stderr=0.02,
+        n_params=(2e4, 1e5, 4e5),
+        best=(0.01, 0.005, 0.003),
     )
     path = write_tune_report(
         tmp_path / "r.html",
@@ -361,7 +393,13 @@ def test_the_report_holds_every_figure_of_a_two_parameter_study(tmp_path):
         space={"optim.lr": LR_RANGE, "optim.weight_decay": "float:0:1"},
     )
     html = path.read_text()
-    for figure in ("fig-rule", "study-0-history", "study-0-slice", "study-0-importances", "study-0-intermediate"):
+    for figure in (
+        "fig-rule",
+        "study-0-history",
+        "study-0-slice",
+        "study-0-importances",
+        "study-0-intermediate",
+    ):
         assert f'id="{figure}"' in html, figure
     assert "optim.lr ≈ 0.5 · N^-0.400" in html
     assert "<script src=" not in html and "<link " not in html  # plotly.js is inline: opens offline

@@ -90,17 +90,29 @@ def test_keys_added_later_leave_ids_alone_at_their_default():
     # Ids issued before train.loss_on existed: a config that never sets it keeps its id, and
     # setting it to its default changes nothing either.
     assert resolve(load_run_config(None, ["model.preset=tiny"])).run_id == "ed7cfebad4ed"
-    composite = ["model.preset=tiny", "data.source=composite", "init.scheme=gamma", "init.gamma=0.5", "train.seq_len=64"]
+    composite = [
+        "model.preset=tiny",
+        "data.source=composite",
+        "init.scheme=gamma",
+        "init.gamma=0.5",
+        "train.seq_len=64",
+    ]
     assert resolve(load_run_config(None, composite)).run_id == "8ea6fb3ad90f"
     assert resolve(load_run_config(None, [*composite, "train.loss_on=all"])).run_id == "8ea6fb3ad90f"
     assert resolve(load_run_config(None, [*composite, "train.loss_on=answers"])).run_id != "8ea6fb3ad90f"
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["train.loss_on=answers"], "train.loss_on: 'answers' needs data.source 'composite'"),
-    (["train.loss_on=answers", "data.source=composite", "train.seq_len=6"], r"train.seq_len: must be >= 7"),
-    (["train.loss_on=some"], "train.loss_on: must be one of 'all', 'answers'"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["train.loss_on=answers"], "train.loss_on: 'answers' needs data.source 'composite'"),
+        (
+            ["train.loss_on=answers", "data.source=composite", "train.seq_len=6"],
+            r"train.seq_len: must be >= 7",
+        ),
+        (["train.loss_on=some"], "train.loss_on: must be one of 'all', 'answers'"),
+    ],
+)
 def test_answers_only_loss_needs_the_composite_task(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_run_config(None, overrides)
@@ -115,12 +127,18 @@ def test_answers_only_loss_has_a_zero_entropy_floor():
 def test_tokens_per_param_resolves_to_tokens_with_the_same_id():
     by_ratio = resolve(load_run_config(None, ["model.preset=tiny", "train.tokens_per_param=20"]))
     assert by_ratio.config.train.tokens == 20 * by_ratio.n_params_non_embedding
-    by_tokens = resolve(load_run_config(None, ["model.preset=tiny", f"train.tokens={by_ratio.config.train.tokens}"]))
+    by_tokens = resolve(
+        load_run_config(None, ["model.preset=tiny", f"train.tokens={by_ratio.config.train.tokens}"])
+    )
     assert by_tokens.run_id == by_ratio.run_id
 
 
 def test_tokens_round_down_to_whole_steps():
-    run = resolve(load_run_config(None, ["model.preset=tiny", "train.tokens=10000", "train.batch_size=8", "train.seq_len=32"]))
+    run = resolve(
+        load_run_config(
+            None, ["model.preset=tiny", "train.tokens=10000", "train.batch_size=8", "train.seq_len=32"]
+        )
+    )
     assert run.steps == 10000 // 256 and run.tokens == run.steps * 256
 
 

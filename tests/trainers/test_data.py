@@ -147,9 +147,7 @@ def test_fact_values_are_a_function_of_the_key_with_zipf_frequencies() -> None:
 )
 def test_inverse_cdf_sampler_matches_bisection(probabilities: np.ndarray) -> None:
     u = np.random.default_rng(0).random(200_000)
-    expected = np.minimum(
-        np.searchsorted(np.cumsum(probabilities), u, side="right"), len(probabilities) - 1
-    )
+    expected = np.minimum(np.searchsorted(np.cumsum(probabilities), u, side="right"), len(probabilities) - 1)
     drawn = InverseCdf(probabilities)(u)
     assert np.array_equal(drawn, expected)
     assert probabilities[drawn].min() > 0  # never an index of probability 0
@@ -201,9 +199,7 @@ def test_entropy_floor_of_simple_streams() -> None:
 
 
 def test_family_weights_select_families() -> None:
-    counts = markers(
-        source(synthetic={"facts_weight": 0.0, "copy_weight": 0.0}).train_batch(0, 500)
-    )
+    counts = markers(source(synthetic={"facts_weight": 0.0, "copy_weight": 0.0}).train_batch(0, 500))
     assert counts["facts"] == counts["copy"] == counts["composite"] == 0
     assert counts["rules"] > 0 and counts["markov"] > 0
 
@@ -224,9 +220,7 @@ def test_roles_label_the_tokens_they_describe() -> None:
     # A copy repeat equals the token copy_length + 1 positions earlier.
     r, c = np.nonzero(roles == Role.COPY_REPEAT)
     back = c >= config.copy_length + 1
-    assert np.array_equal(
-        tokens[r[back], c[back]], tokens[r[back], c[back] - config.copy_length - 1]
-    )
+    assert np.array_equal(tokens[r[back], c[back]], tokens[r[back], c[back] - config.copy_length - 1])
     _, eval_roles = src.eval_batch_with_roles()
     assert eval_roles.shape == src.eval_batch().shape
 
@@ -234,9 +228,7 @@ def test_roles_label_the_tokens_they_describe() -> None:
 # --- the composite task ------------------------------------------------------------------------
 
 
-def composite_items(
-    rows: np.ndarray, noise: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def composite_items(rows: np.ndarray, noise: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     segs = segments(rows, vocab.COMPOSITE, 5 + noise)
     anchor_of = {token: anchor for anchor, token in composite.ANCHOR_TOKENS.items()}
     x = segs[:, -4] - vocab.CONTENT
@@ -410,9 +402,7 @@ def test_build_source_validates_configs_built_directly() -> None:
 
 
 def file_error(tmp_path, source_kind: str, name: str = "f.bin", seq_len: int = 16, **keys) -> str:
-    config = build(
-        DataConfig, {"source": source_kind, "path": str(tmp_path / name), **keys}, "data"
-    )
+    config = build(DataConfig, {"source": source_kind, "path": str(tmp_path / name), **keys}, "data")
     with pytest.raises(ConfigError) as error:
         build_source(config, seq_len, 0)
     return str(error.value)
@@ -420,8 +410,7 @@ def file_error(tmp_path, source_kind: str, name: str = "f.bin", seq_len: int = 1
 
 def test_file_problems_found_when_building_name_the_path(tmp_path) -> None:
     assert (
-        file_error(tmp_path, "text", "missing.txt")
-        == f"data.path: no such file: {tmp_path / 'missing.txt'}"
+        file_error(tmp_path, "text", "missing.txt") == f"data.path: no such file: {tmp_path / 'missing.txt'}"
     )
     (tmp_path / "f.bin").write_bytes(b"")
     assert "is empty" in file_error(tmp_path, "text")

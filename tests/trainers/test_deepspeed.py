@@ -10,8 +10,17 @@ from trainers.launch import run_local
 
 pytestmark = pytest.mark.slow
 
-RUN = ["model.preset=tiny", "train.batch_size=8", "train.seq_len=32", "train.tokens=12800", "train.log_every=1",
-       "train.eval_every=25", "train.checkpoint_every=25", "train.threads=1", "optim.lr=1e-2"]
+RUN = [
+    "model.preset=tiny",
+    "train.batch_size=8",
+    "train.seq_len=32",
+    "train.tokens=12800",
+    "train.log_every=1",
+    "train.eval_every=25",
+    "train.checkpoint_every=25",
+    "train.threads=1",
+    "optim.lr=1e-2",
+]
 
 
 def train_losses(folder):
@@ -25,11 +34,21 @@ def torch_run(tmp_path_factory):
     return folder, result
 
 
-@pytest.mark.parametrize(("stage", "compile"), [(2, False), (3, False), (2, True)], ids=["zero2", "zero3", "zero2-compiled"])
+@pytest.mark.parametrize(
+    ("stage", "compile"), [(2, False), (3, False), (2, True)], ids=["zero2", "zero3", "zero2-compiled"]
+)
 def test_zero_with_two_processes_trains_and_matches_torch(tmp_path, torch_run, stage, compile):
     torch_folder, torch_result = torch_run
-    config = load_run_config(None, [*RUN, "train.backend=deepspeed", "train.processes=2", f"train.zero_stage={stage}",
-                                    f"train.compile={compile}"])
+    config = load_run_config(
+        None,
+        [
+            *RUN,
+            "train.backend=deepspeed",
+            "train.processes=2",
+            f"train.zero_stage={stage}",
+            f"train.compile={compile}",
+        ],
+    )
     result = run_local(config, tmp_path, [JsonlLogger(tmp_path / "metrics.jsonl")])
 
     assert result.status == "finished"
@@ -47,8 +66,12 @@ def test_zero_with_two_processes_trains_and_matches_torch(tmp_path, torch_run, s
 def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, torch_run):
     from tests.trainers.test_loop import Crash, losses
 
-    config = load_run_config(None, [*RUN, "train.backend=deepspeed", "train.processes=1", "train.log_every=5"])
-    straight = run_local(config, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")])
+    config = load_run_config(
+        None, [*RUN, "train.backend=deepspeed", "train.processes=1", "train.log_every=5"]
+    )
+    straight = run_local(
+        config, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")]
+    )
     folder = tmp_path / "interrupted"
     with pytest.raises(TrainingError, match="a training process failed"):
         run_local(config, folder, [JsonlLogger(folder / "metrics.jsonl"), Crash(step=30)])
@@ -61,8 +84,17 @@ def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, torch_run):
 def test_cli_trains_with_two_deepspeed_processes(tmp_path):
     from tests.conftest import run_cli
 
-    done = run_cli("train", *[a for o in RUN for a in ("--set", o)], "--set", "train.backend=deepspeed",
-                   "--set", "train.processes=2", "--out", str(tmp_path / "run"), "--json")
+    done = run_cli(
+        "train",
+        *[a for o in RUN for a in ("--set", o)],
+        "--set",
+        "train.backend=deepspeed",
+        "--set",
+        "train.processes=2",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "eval loss" in done.stderr  # rank 0's progress reached the console
     assert '"status": "finished"' in done.stdout.strip().splitlines()[-1]

@@ -136,7 +136,13 @@ def test_norm_saturation_is_the_share_of_the_normalizer_that_eps_takes():
     for eps in (1e-12, 1e-5, 0.5):
         model = tiny_model("init.gamma=1.0", f"model.norm_eps={eps}")
         found = norm_saturation(model, tokens)
-        assert set(found) == {"blocks.0.attn_norm", "blocks.0.mlp_norm", "blocks.1.attn_norm", "blocks.1.mlp_norm", "final_norm"}
+        assert set(found) == {
+            "blocks.0.attn_norm",
+            "blocks.0.mlp_norm",
+            "blocks.1.attn_norm",
+            "blocks.1.mlp_norm",
+            "final_norm",
+        }
         ms, share = found["blocks.0.attn_norm"]
         embedded = model.embed(tokens).float().pow(2).mean(-1)
         assert ms == pytest.approx(float(embedded.mean()), rel=1e-5)
@@ -199,12 +205,22 @@ def test_eval_schedule_follows_the_step_not_a_call_count():
 
 def test_diag_config_is_checked_and_left_out_of_run_ids():
     base = resolve(load_run_config(None, ["model.preset=tiny"])).run_id
-    changed = load_run_config(None, ["model.preset=tiny", "diag.every_evals=4", "diag.matrices=attention,mlp", "diag.detail=matrix"])
+    changed = load_run_config(
+        None, ["model.preset=tiny", "diag.every_evals=4", "diag.matrices=attention,mlp", "diag.detail=matrix"]
+    )
     assert resolve(changed).run_id == base
-    assert changed.diag.kinds == ("attention", "mlp") and DiagConfig().kinds == ("attention", "mlp", "embedding")
+    assert changed.diag.kinds == ("attention", "mlp") and DiagConfig().kinds == (
+        "attention",
+        "mlp",
+        "embedding",
+    )
     assert DiagConfig(spectrum_top_k="5, 1,5").top_ks == (1, 5)
-    for override, key in (("diag.matrices=attn", "diag.matrices"), ("diag.every_evals=0", "diag.every_evals"),
-                          ("diag.spectrum_top_k=0", "diag.spectrum_top_k"), ("diag.detail=neuron", "diag.detail"),
-                          ("diag.cosine_threshold=1.5", "diag.cosine_threshold")):
+    for override, key in (
+        ("diag.matrices=attn", "diag.matrices"),
+        ("diag.every_evals=0", "diag.every_evals"),
+        ("diag.spectrum_top_k=0", "diag.spectrum_top_k"),
+        ("diag.detail=neuron", "diag.detail"),
+        ("diag.cosine_threshold=1.5", "diag.cosine_threshold"),
+    ):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             load_run_config(None, [override])

@@ -15,8 +15,18 @@ from trainers.optim import OptimConfig, build_optimizer
 
 pytestmark = pytest.mark.gpu
 
-RUN = ["model.preset=tiny", "train.batch_size=8", "train.seq_len=32", "train.tokens=12800", "train.log_every=5",
-       "train.eval_every=25", "train.checkpoint_every=25", "optim.lr=1e-2", "train.device=cuda", "train.precision=bf16"]
+RUN = [
+    "model.preset=tiny",
+    "train.batch_size=8",
+    "train.seq_len=32",
+    "train.tokens=12800",
+    "train.log_every=5",
+    "train.eval_every=25",
+    "train.checkpoint_every=25",
+    "optim.lr=1e-2",
+    "train.device=cuda",
+    "train.precision=bf16",
+]
 
 
 def train(folder, overrides=()):
@@ -40,8 +50,10 @@ def test_torch_backend_trains_in_bf16_on_the_gpu(torch_gpu_run):
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
 def test_deepspeed_zero2_trains_on_the_gpu_and_matches_torch(tmp_path, torch_gpu_run, compile):
     _, torch_result = torch_gpu_run
-    result = train(tmp_path, ["train.backend=deepspeed", "train.processes=1", "train.zero_stage=2",
-                              f"train.compile={compile}"])
+    result = train(
+        tmp_path,
+        ["train.backend=deepspeed", "train.processes=1", "train.zero_stage=2", f"train.compile={compile}"],
+    )
     assert result.status == "finished"
     assert latest_checkpoint(tmp_path) is not None
     # Same init and data; DeepSpeed keeps bf16 weights (fp32 master), torch fp32 weights under

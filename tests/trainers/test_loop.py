@@ -35,7 +35,11 @@ class Crash(Callback):
 
 def losses(path):
     records = read_jsonl(path)
-    return [(r["kind"], r["step"], r.get("train/loss", r.get("eval/loss"))) for r in records if r["kind"] in ("train", "eval")]
+    return [
+        (r["kind"], r["step"], r.get("train/loss", r.get("eval/loss")))
+        for r in records
+        if r["kind"] in ("train", "eval")
+    ]
 
 
 @pytest.mark.parametrize("source", ["synthetic", "composite", "text", "memmap"])
@@ -56,7 +60,9 @@ def test_loss_falls_on_every_source(tmp_path, source):
 
 
 def test_resume_gives_the_same_trajectory_as_an_uninterrupted_run(tmp_path):
-    run = config("train.tokens=30000", "train.checkpoint_every=20", "train.log_every=5", "train.eval_every=10")
+    run = config(
+        "train.tokens=30000", "train.checkpoint_every=20", "train.log_every=5", "train.eval_every=10"
+    )
     straight = train(run, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")])
 
     interrupted = tmp_path / "interrupted"
@@ -80,7 +86,10 @@ def test_checkpoints_are_pruned_and_complete(tmp_path):
 
 
 def test_a_nan_loss_ends_the_run_as_diverged_at_its_step(tmp_path):
-    result = train(config("train.tokens=20000", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_fraction=0"), tmp_path)
+    result = train(
+        config("train.tokens=20000", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_fraction=0"),
+        tmp_path,
+    )
     assert result.status == "diverged"
     assert result.diverged_step is not None and 1 <= result.diverged_step <= 10
     assert result.steps == result.diverged_step
@@ -107,12 +116,19 @@ def test_compiled_training_follows_the_eager_trajectory(tmp_path):
     eager = train(config(*run), tmp_path / "eager", [JsonlLogger(tmp_path / "eager" / "metrics.jsonl")])
     torch._dynamo.reset()  # forget graphs an earlier test compiled, so that this run compiles its own
     counters.clear()
-    compiled = train(config(*run, "train.compile=true"), tmp_path / "compiled", [JsonlLogger(tmp_path / "compiled" / "metrics.jsonl")])
+    compiled = train(
+        config(*run, "train.compile=true"),
+        tmp_path / "compiled",
+        [JsonlLogger(tmp_path / "compiled" / "metrics.jsonl")],
+    )
 
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["graph_break"]
     assert compiled.run_id == eager.run_id  # compiling changes the speed, not the run
-    eager_losses, compiled_losses = losses(tmp_path / "eager" / "metrics.jsonl"), losses(tmp_path / "compiled" / "metrics.jsonl")
+    eager_losses, compiled_losses = (
+        losses(tmp_path / "eager" / "metrics.jsonl"),
+        losses(tmp_path / "compiled" / "metrics.jsonl"),
+    )
     assert [r[:2] for r in compiled_losses] == [r[:2] for r in eager_losses]
     assert [r[2] for r in compiled_losses] == pytest.approx([r[2] for r in eager_losses], rel=1e-4)
     records = read_jsonl(tmp_path / "compiled" / "metrics.jsonl")
@@ -141,8 +157,14 @@ def test_answers_only_loss_scores_the_composite_answers_and_learns_them(tmp_path
     assert (scored.numpy() == (roles[:, 1:] == Role.COMP_ANSWER)).all() and scored.any(dim=1).all()
     assert (targets[scored].numpy() == tokens[:, 1:][scored.numpy()]).all()
 
-    run = config("data.source=composite", "train.loss_on=answers", "train.tokens=300000", "optim.lr=1e-2",
-                 "init.scheme=gamma", "init.gamma=0.9")
+    run = config(
+        "data.source=composite",
+        "train.loss_on=answers",
+        "train.tokens=300000",
+        "optim.lr=1e-2",
+        "init.scheme=gamma",
+        "init.gamma=0.9",
+    )
     result = train(run, tmp_path / "run", [JsonlLogger(tmp_path / "run" / "metrics.jsonl")])
     # Untrained, an answer costs about ln(vocab); learned, it costs far less.
     assert result.initial_eval_loss > 5 and result.final_eval_loss < 0.5 * result.initial_eval_loss, result

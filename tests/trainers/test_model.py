@@ -10,8 +10,16 @@ from trainers.presets import PRESETS, nominal_params
 def arch(preset="tiny", vocab_size=512, seq_len=64, attn_gate="off", tie=False):
     p = PRESETS[preset]
     return Architecture(
-        n_layers=p.n_layers, d_model=p.d_model, n_heads=p.n_heads, d_ff=p.d_ff, vocab_size=vocab_size,
-        seq_len=seq_len, norm_eps=1e-12, attn_gate=attn_gate, tie_embeddings=tie, rope_theta=10000.0,
+        n_layers=p.n_layers,
+        d_model=p.d_model,
+        n_heads=p.n_heads,
+        d_ff=p.d_ff,
+        vocab_size=vocab_size,
+        seq_len=seq_len,
+        norm_eps=1e-12,
+        attn_gate=attn_gate,
+        tie_embeddings=tie,
+        rope_theta=10000.0,
     )
 
 

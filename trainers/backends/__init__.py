@@ -69,7 +69,9 @@ def compile_if_asked(run: ResolvedRun, model: torch.nn.Module, device: torch.dev
     if device.type == "cpu" and not any(c and shutil.which(c) for c in compilers):
         from trainers.errors import ConfigError
 
-        raise ConfigError("train.compile: torch.compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX)")
+        raise ConfigError(
+            "train.compile: torch.compile on a CPU needs a C++ compiler (g++ or clang++, or $CXX)"
+        )
     model.compile_training()
 
 

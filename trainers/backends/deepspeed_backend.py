@@ -60,21 +60,27 @@ class DeepSpeedBackend:
         model = model.to(self.device)
         compile_if_asked(run, model, self.device)
         optimizer = build_optimizer(model, run.config.optim)
-        self.engine, self.optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, config=ds_config
+        )
         self.model = self.engine.module
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.engine.train()
-        loss = self.engine(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
+        loss = self.engine(
+            inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        )
         self.engine.backward(loss)
         self.engine.step()
         return loss.detach().float()
 
     def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         self.engine.eval()
-        return self.engine(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)).float()
+        return self.engine(
+            inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+        ).float()
 
     def mean_across_processes(self, values: torch.Tensor) -> torch.Tensor:
         return self.sum_across_processes(values) / self.world_size

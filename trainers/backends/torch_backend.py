@@ -22,14 +22,18 @@ class TorchBackend:
         dtype = pick_dtype(run.config.train.precision, self.device)
         # Weights and optimizer state stay fp32; bf16 only inside the autocast region.
         self._autocast = (
-            torch.autocast(self.device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+            torch.autocast(self.device.type, dtype=dtype)
+            if dtype != torch.float32
+            else contextlib.nullcontext()
         )
 
     def train_step(self, inputs: torch.Tensor, targets: torch.Tensor, lr: float) -> torch.Tensor:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with self._autocast:
-            loss = self.model(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
+            loss = self.model(
+                inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            )
         loss.backward()
         if self.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
@@ -39,7 +43,9 @@ class TorchBackend:
 
     def forward_loss(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         with self._autocast:
-            return self.model(inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True))
+            return self.model(
+                inputs.to(self.device, non_blocking=True), targets.to(self.device, non_blocking=True)
+            )
 
     def mean_across_processes(self, values: torch.Tensor) -> torch.Tensor:
         return values
@@ -48,7 +54,10 @@ class TorchBackend:
         return values
 
     def save(self, directory: Path) -> None:
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, directory / "state.pt")
+        torch.save(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
+            directory / "state.pt",
+        )
 
     def load(self, directory: Path) -> None:
         state = torch.load(directory / "state.pt", map_location=self.device, weights_only=True)

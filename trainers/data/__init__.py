@@ -88,6 +88,4 @@ def _build(config: DataConfig, seq_len: int, seed: int) -> TokenSource:
         total = sum(weights)
         weights = [w / total * (1.0 - config.composite_fraction) for w in weights]
         families, weights = [*families, composite], [*weights, config.composite_fraction]
-    return GeneratedSource(
-        families, weights, synthetic.vocab_size, seq_len, seed, config.eval_sequences
-    )
+    return GeneratedSource(families, weights, synthetic.vocab_size, seq_len, seed, config.eval_sequences)

@@ -43,9 +43,7 @@ class SyntheticConfig:
     def validate(self) -> None:
         n_content = vocab.n_content(self.vocab_size)
         _at_least("vocab_size", self.vocab_size, _MIN_VOCAB)
-        _at_most(
-            "vocab_size", self.vocab_size, 8192
-        )  # the Markov table costs O(vocab_size^2) to draw
+        _at_most("vocab_size", self.vocab_size, 8192)  # the Markov table costs O(vocab_size^2) to draw
         _at_least("world_seed", self.world_seed, 0)
         weights = {
             "facts_weight": self.facts_weight,
@@ -117,9 +115,7 @@ class DataConfig:
         if not 0.0 < self.eval_fraction < 1.0:
             raise ConfigError(f"eval_fraction: must be in (0, 1), got {self.eval_fraction!r}")
         if not 0.0 <= self.composite_fraction <= 1.0:
-            raise ConfigError(
-                f"composite_fraction: must be in [0, 1], got {self.composite_fraction!r}"
-            )
+            raise ConfigError(f"composite_fraction: must be in [0, 1], got {self.composite_fraction!r}")
         if self.composite_fraction > 0 and self.source != "synthetic":
             raise ConfigError(
                 f"composite_fraction: only source 'synthetic' mixes in the composite task; "

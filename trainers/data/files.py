@@ -47,9 +47,7 @@ def write_memmap(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: i
     name = "uint16" if vocab_size <= 1 << 16 else "uint32"
     path = Path(path)
     tokens.astype(DTYPES[name]).tofile(path)
-    metadata_path(path).write_text(
-        json.dumps({"dtype": name, "vocab_size": int(vocab_size)}) + "\n"
-    )
+    metadata_path(path).write_text(json.dumps({"dtype": name, "vocab_size": int(vocab_size)}) + "\n")
     return path
 
 
@@ -117,14 +115,11 @@ class FileSource:
         # fail there with a far less helpful message (or silently on some devices).
         if rows.max() >= self.vocab_size:
             raise ConfigError(
-                f"{key}: {self.path} holds token {int(rows.max())}, "
-                f"outside vocab_size {self.vocab_size}"
+                f"{key}: {self.path} holds token {int(rows.max())}, outside vocab_size {self.vocab_size}"
             )
 
 
-def open_text(
-    path: str, seq_len: int, seed: int, eval_sequences: int, eval_fraction: float
-) -> FileSource:
+def open_text(path: str, seq_len: int, seed: int, eval_sequences: int, eval_fraction: float) -> FileSource:
     """Any file as byte tokens (vocabulary 256)."""
     _check_exists(path)
     if os.path.getsize(path) == 0:
@@ -133,9 +128,7 @@ def open_text(
     return FileSource(tokens, 256, seq_len, seed, eval_sequences, eval_fraction, path)
 
 
-def open_memmap(
-    path: str, seq_len: int, seed: int, eval_sequences: int, eval_fraction: float
-) -> FileSource:
+def open_memmap(path: str, seq_len: int, seed: int, eval_sequences: int, eval_fraction: float) -> FileSource:
     """A pretokenized ``.bin`` file with its ``<path>.json`` metadata."""
     _check_exists(path)
     meta_path = metadata_path(path)
@@ -151,15 +144,11 @@ def open_memmap(
         raise ConfigError(f'path: metadata file {meta_path}: "dtype" must be "uint16" or "uint32"')
     vocab_size = meta.get("vocab_size")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ConfigError(
-            f'path: metadata file {meta_path}: "vocab_size" must be a positive integer'
-        )
+        raise ConfigError(f'path: metadata file {meta_path}: "vocab_size" must be a positive integer')
     dtype = DTYPES[meta["dtype"]]
     size = os.path.getsize(path)
     if size == 0 or size % dtype.itemsize:
-        raise ConfigError(
-            f"path: {path} has {size} bytes, not a whole number of {meta['dtype']} tokens"
-        )
+        raise ConfigError(f"path: {path} has {size} bytes, not a whole number of {meta['dtype']} tokens")
     tokens = np.memmap(path, dtype=dtype, mode="r")
     return FileSource(tokens, vocab_size, seq_len, seed, eval_sequences, eval_fraction, path)
 

@@ -68,9 +68,7 @@ class SegmentStream:
         self._mean_length = float(self.probabilities @ self._lengths)
         self._cdf = np.cumsum(self.probabilities)
         self._cdf[-1] = 1.0
-        self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = (
-            collections.OrderedDict()
-        )
+        self._cache: collections.OrderedDict[int, tuple[np.ndarray, np.ndarray]] = collections.OrderedDict()
 
     def entropy_per_token(self) -> float:
         """The stream's entropy rate in nats per token: the loss of a model that knows every
