@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from analysis.errors import AnalysisError, is_warning
+from trainers.run_folder import default_report_path
 
 FORM_CHOICES = ("n", "d", "joint", "isoflop")
 E_CHOICES = ("shared", "per-group", "known")
@@ -231,7 +232,6 @@ def report_command(
     from analysis.export import write_outputs
     from analysis.report import write_figures, write_report
     from analysis.summary import holdout_line
-    from analysis.workspace import default_report_path
 
     try:
         table = _load(grid, csv_path, tracking_uri)

@@ -18,9 +18,8 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from analysis.workspace import default_tracking_uri, sqlite_path
+from trainers.run_folder import RUN_STATES, default_tracking_uri, sqlite_path
 
-STATES = ("pending", "running", "finished", "failed", "diverged", "cancelled")
 CORE_COLUMNS = ("run_id", "state", "reason", "N", "N_non_embedding", "D", "FLOPs", "loss")
 HISTORY_METRICS = ("train/loss", "eval/loss", "tokens")
 # Namespaces whose every metric is loaded with its history: diagnostics over training, token-level
@@ -50,7 +49,7 @@ class RunTable:
 
     ``runs``: one row per run; ``loss`` is the final eval loss (nats), ``N`` the total number of
     parameters, ``D`` the training tokens, ``FLOPs`` the total training FLOPs, ``state`` one of
-    :data:`STATES`. ``histories``: long table ``run_id, metric, step, value`` (empty for CSV
+    :data:`~trainers.run_folder.RUN_STATES`. ``histories``: long table ``run_id, metric, step, value`` (empty for CSV
     input). ``axes``: parameter columns that vary across runs. ``default_by``: the grouping
     used when none is given. ``messages``: notes from loading (derived columns, duplicates).
     """
@@ -115,10 +114,10 @@ def load_csv(path: str | Path) -> RunTable:
     frame["run_id"] = frame["run_id"].astype(str)
     if "state" in frame.columns:
         frame["state"] = frame["state"].fillna("finished").astype(str).str.strip().str.lower()
-        unknown = sorted(set(frame["state"]) - set(STATES))
+        unknown = sorted(set(frame["state"]) - set(RUN_STATES))
         if unknown:
             raise AnalysisError(
-                f"{path}: column 'state': unknown value '{unknown[0]}' (expected one of {', '.join(STATES)})"
+                f"{path}: column 'state': unknown value '{unknown[0]}' (expected one of {', '.join(RUN_STATES)})"
             )
     else:
         frame["state"] = "finished"

@@ -15,6 +15,7 @@ from analysis.cli import fit_command, report_command
 from orchestrator.cli_support import json_option, print_json, set_option, user_errors
 from orchestrator.commands import cancel, mlflow_ui, status, submit
 from orchestrator.tune_command import tune
+from trainers.run_folder import METRICS_FILE, workspace_dir
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +41,6 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
     The run folder holds config.yaml, metrics.jsonl, checkpoints and summary.json. Running the
     same command again resumes an interrupted run, and returns a finished one without training.
     """
-    from analysis.workspace import workspace_dir
     from trainers.callbacks import ConsoleProgress, JsonlLogger
     from trainers.config import load_run_config, resolve
     from trainers.launch import run_local
@@ -53,7 +53,7 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
     if result is not None and result.run_id == resolved.run_id:
         click.echo(f"run {result.run_id} already finished in {out}", err=True)
     else:
-        result = run_local(config, out, [ConsoleProgress(), JsonlLogger(out / "metrics.jsonl")])
+        result = run_local(config, out, [ConsoleProgress(), JsonlLogger(out / METRICS_FILE)])
     if as_json:
         print_json({**result.to_dict(), "out_dir": str(out)})
     else:

@@ -22,6 +22,7 @@ from orchestrator.cli_support import (
     sigterm_as_interrupt,
     user_errors,
 )
+from trainers.run_folder import default_tracking_uri
 
 tracking_option = click.option(
     "--tracking-uri",
@@ -243,7 +244,6 @@ def mlflow_ui(tracking_uri: str | None, host: str, port: int, print_command: boo
 
 
 def _uri(tracking_uri: str | None) -> str:
-    from analysis.workspace import default_tracking_uri
 
     return tracking_uri or default_tracking_uri()
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import GridError
-from orchestrator.replay import METRICS_FILE, JsonlTail, latest, pending_batches
+from orchestrator.replay import JsonlTail, latest, pending_batches
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import (
     TAG_ARTIFACTS,
@@ -31,8 +31,8 @@ from orchestrator.tracking import (
     one_line,
     other_live_driver,
 )
+from trainers.run_folder import METRICS_FILE, RUN_FILES
 
-ARTIFACT_FILES = ("config.yaml", "summary.json", "metrics.jsonl")
 CANCEL_POLL_S = 5.0  # how often the driver asks the store for cancellation requests
 HEARTBEAT_S = 10.0
 # How often running runs' new metrics go to the store. A ``log_batch`` into MLflow's SQL store
@@ -205,7 +205,7 @@ class Recorder:
     def _log_artifacts(self, run_id: str) -> None:
         assert self.store is not None
         folder = Path(self.specs[run_id].out_dir)
-        self.store.log_artifacts(self.runs[run_id], [folder / name for name in ARTIFACT_FILES])
+        self.store.log_artifacts(self.runs[run_id], [folder / name for name in RUN_FILES])
         self._artifacts_due.discard(run_id)
 
     def _records(self, run_id: str) -> list[dict]:

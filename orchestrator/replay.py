@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from trainers.callbacks import read_jsonl
+from trainers.run_folder import METRICS_FILE
 
-METRICS_FILE = "metrics.jsonl"
 # Every numeric field of a train or eval record is logged under its own name (``train/loss``,
 # ``eval/loss``, the probes' ``diag/``, ``tokens/`` and ``probe/`` metrics, ...). ``train/tokens``
 # is also logged as ``tokens`` (the history the analysis reads); the end record adds the run's

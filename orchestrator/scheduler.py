@@ -31,6 +31,7 @@ from orchestrator.recorder import Recorder
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import one_line
 from orchestrator.worker import GangWorkerDied, ended_tasks, read_attempts, remote_function
+from trainers.run_folder import SUMMARY_FILE
 
 POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
 FLUSH_S = 1.0  # how often new metrics are sent to the store
@@ -207,7 +208,7 @@ class Scheduler:
             else:
                 self._retry_or_fail(attempt, f"worker died ({type(error).__name__})")
         else:
-            if not (Path(spec.out_dir) / "summary.json").is_file():
+            if not (Path(spec.out_dir) / SUMMARY_FILE).is_file():
                 # The worker's node wrote a run folder this driver cannot see: nothing would be
                 # tailed, and a resubmission would train the run again.
                 self.progress.event(

@@ -13,14 +13,13 @@ import time
 from typing import Any
 
 from orchestrator.tracking import (
-    OPEN_STATES,
-    STATES,
     TAG_CANCEL,
     TAG_DRIVER,
     StoredRun,
     open_existing,
     parse_driver_record,
 )
+from trainers.run_folder import OPEN_STATES, RUN_STATES
 
 # Params shown per run (the analysis reads them all from MLflow).
 _COLUMNS = {
@@ -43,9 +42,9 @@ def grid_status(uri: str, grid: str) -> dict[str, Any]:
     store, experiment_id = open_existing(uri, grid)
     runs = sorted(
         store.runs(experiment_id).values(),
-        key=lambda r: (STATES.index(r.state) if r.state in STATES else 99, r.name),
+        key=lambda r: (RUN_STATES.index(r.state) if r.state in RUN_STATES else 99, r.name),
     )
-    counts = {state: 0 for state in STATES}
+    counts = {state: 0 for state in RUN_STATES}
     for run in runs:
         counts[run.state] = counts.get(run.state, 0) + 1
     return {

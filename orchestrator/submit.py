@@ -22,7 +22,7 @@ from orchestrator.plan import Capacity, check_capacity, concurrent_runs, totals
 from orchestrator.progress import Progress
 from orchestrator.recorder import Recorder
 from orchestrator.spec import RunSpec, expand
-from orchestrator.tracking import STATES
+from trainers.run_folder import RUN_STATES, default_tracking_uri, workspace_dir
 
 FINAL_FLUSH_TRIES = 5  # flushes at the end while the store fails, a second apart
 
@@ -60,7 +60,7 @@ class Outcome:
     counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.counts = {state: sum(1 for s in self.states.values() if s == state) for state in STATES}
+        self.counts = {state: sum(1 for s in self.states.values() if s == state) for state in RUN_STATES}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -89,7 +89,6 @@ def plan(
     Without ``address`` the runs must fit this machine (``check_machine``; a dry run of a
     cluster grid from a laptop leaves it off and reports the misfit as a note instead).
     """
-    from analysis.workspace import default_tracking_uri, workspace_dir
     from trainers.loop import read_summary
 
     grid = load_grid(grid_file, overrides)

@@ -31,10 +31,7 @@ from typing import Any, TypeVar
 
 from orchestrator.errors import TrackingError
 from orchestrator.replay import Cursor, Metric
-
-STATES = ("pending", "running", "finished", "failed", "diverged", "cancelled")
-RESULT_STATES = ("finished", "diverged")  # outcomes: never trained again
-OPEN_STATES = ("pending", "running")  # what `gammaray cancel` stops
+from trainers.run_folder import RESULT_STATES, sqlite_path
 
 TAG_GRID = "gammaray.grid"
 TAG_RUN_ID = "gammaray.run_id"
@@ -90,7 +87,6 @@ def is_local_store(uri: str) -> bool:
 
 def artifact_root(uri: str) -> Path | None:
     """Where an embedded store keeps artifacts: ``mlartifacts/`` beside the database file."""
-    from analysis.workspace import sqlite_path
 
     db = sqlite_path(uri)
     return db.parent / "mlartifacts" if db is not None else None
@@ -290,7 +286,6 @@ def other_live_driver(text: str | None, stale_s: float) -> dict[str, Any] | None
 
 def open_existing(uri: str, grid: str) -> tuple[Store, str]:
     """The store and the grid's experiment id; TrackingError for a missing store or grid."""
-    from analysis.workspace import sqlite_path
 
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
@@ -361,8 +356,6 @@ def _locked(error: BaseException) -> bool:
 def ui_command(uri: str, host: str, port: int) -> list[str]:
     """The ``mlflow ui`` command line that serves the store at ``uri``."""
     import sys
-
-    from analysis.workspace import sqlite_path
 
     db = sqlite_path(uri)
     if db is not None and not db.is_file():

@@ -42,12 +42,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from orchestrator.plan import Capacity
-from orchestrator.replay import METRICS_FILE, JsonlTail, read_records
+from orchestrator.replay import JsonlTail, read_records
 from orchestrator.spec import RunSpec
 from orchestrator.tracking import one_line
 from orchestrator.tune_plan import TunePlan, format_value
 from orchestrator.tune_studies import MAX_FAILURES, StudyState
 from orchestrator.worker import GangWorkerDied, ended_tasks, remote_function
+from trainers.run_folder import METRICS_FILE
 
 if TYPE_CHECKING:
     from orchestrator.tune_results import TuneOutcome

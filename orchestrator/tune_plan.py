@@ -33,6 +33,7 @@ from orchestrator.tune_space import (
     parse_per,
 )
 from trainers.errors import ConfigError
+from trainers.run_folder import workspace_dir
 
 DEFAULT_TRIALS = 10
 ALL_POINTS = "all"  # the group key of a study when no --per key is given
@@ -106,7 +107,6 @@ def make_plan(
     ``per`` the ``--per`` text (``"model.preset,init.gamma"``; ``""`` for no per key).
     Raises GridError naming the flag, or the file and key, at fault. Writes nothing.
     """
-    from analysis.workspace import workspace_dir
 
     grid = load_grid(grid_file, overrides)
     settings = grid.tune or TuneSettings()

@@ -19,6 +19,7 @@ import yaml
 
 from orchestrator.tune_plan import TunePlan
 from orchestrator.tune_studies import StudyState
+from trainers.run_folder import workspace_dir
 
 if TYPE_CHECKING:
     from analysis.tune_rule import SizeRule
@@ -130,7 +131,6 @@ def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: CallCoun
     """Read every study back, fit the size rules, write best.yaml and the report."""
     from analysis.tune_report import StudyPanel, write_tune_report
     from analysis.tune_rule import TunedGroup, fit_size_rules
-    from analysis.workspace import workspace_dir
 
     results = [study_result(state) for state in states]
     numeric = [param.key for param in plan.params if param.numeric]

@@ -20,6 +20,7 @@ from typing import IO, Any, TextIO
 from orchestrator.errors import GridError
 from orchestrator.tracking import one_line
 from orchestrator.tune_plan import Group, TunePlan
+from trainers.run_folder import sqlite_path
 
 MAX_FAILURES = 3  # failed trials after which a study stops asking, in one call
 # TPE proposes from a model of the trials so far once this many exist; before, it samples at
@@ -88,8 +89,6 @@ def open_studies(plan: TunePlan, storage: Any, stream: TextIO | None = None) -> 
 def open_storage(url: str) -> Any:
     """The Optuna storage at ``url`` (an SQLite file's folder is created). Raises GridError."""
     import optuna
-
-    from analysis.workspace import sqlite_path
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = sqlite_path(url)

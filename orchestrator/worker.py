@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.spec import RunSpec
+from trainers.run_folder import METRICS_FILE
 
 ATTEMPTS_FILE = "attempts.jsonl"
 
@@ -59,7 +60,7 @@ def train_point(
         dist = DistInfo(
             rank=rank, world_size=world_size, local_rank=0, master_addr=master[0], master_port=master[1]
         )
-    callbacks = [JsonlLogger(out / "metrics.jsonl")] if rank == 0 else []
+    callbacks = [JsonlLogger(out / METRICS_FILE)] if rank == 0 else []
     return train(spec.config, out, callbacks, dist).to_dict()
 
 

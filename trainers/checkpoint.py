@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 
+from trainers.run_folder import CHECKPOINTS_DIR
+
 _PREFIX = "step-"
 
 
 def checkpoint_root(out_dir: Path) -> Path:
-    return out_dir / "checkpoints"
+    return out_dir / CHECKPOINTS_DIR
 
 
 def latest_checkpoint(out_dir: Path) -> Path | None:

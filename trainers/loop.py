@@ -31,8 +31,8 @@ from trainers.init import init_weights
 from trainers.model import Transformer
 from trainers.optim import lr_at
 from trainers.probes import build_probes
+from trainers.run_folder import CONFIG_FILE, SUMMARY_FILE
 
-SUMMARY_FILE = "summary.json"
 IGNORED_TARGET = -100  # F.cross_entropy's ignore_index: a target the loss does not score
 
 RunStatus = Literal["finished", "diverged"]
@@ -82,7 +82,7 @@ def train(
         torch.set_num_threads(train_config.threads)
     if dist.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(dump_yaml(run.config))
+        (out_dir / CONFIG_FILE).write_text(dump_yaml(run.config))
     source = build_source(run.config.data, seq_len=train_config.seq_len, seed=run.config.seed)
     model = Transformer(run.arch)
     init_weights(model, run.config.init, torch.Generator().manual_seed(run.config.seed))

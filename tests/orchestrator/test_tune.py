@@ -26,6 +26,7 @@ from orchestrator.tune_plan import make_plan
 from orchestrator.tune_studies import PRUNE_WARMUP
 from orchestrator.worker import read_attempts, train_point
 from tests.orchestrator.conftest import connected, start_cluster, write_grid
+from trainers.run_folder import workspace_dir
 
 REPO = Path(__file__).resolve().parents[2]
 LR_RANGE = "log:1e-4:3e-2"
@@ -60,7 +61,6 @@ def study(workspace: Path, name: str):
 
 
 def workspace() -> Path:
-    from analysis.workspace import workspace_dir
 
     return workspace_dir()
 
