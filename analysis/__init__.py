@@ -2,19 +2,17 @@
 
 Modules, one job each:
 
-- ``workspace``: where the embedded tracking store and reports live.
 - ``load``: runs from the tracking store or a CSV file, as a tidy :class:`~analysis.load.RunTable`.
-- ``fit``: pure model functions and the robust power-law fitter (typed :class:`~analysis.fit.FitResult`).
-- ``batched``: all bootstrap refits of one law at once (vectorized Gauss–Newton).
-- ``isoflop``: Chinchilla's approach 2 (compute-optimal N and D from iso-FLOP slices).
-- ``bootstrap``: resampling runs for percentile confidence intervals.
-- ``slices``: runs that share (nearly) the same D, N or FLOPs.
-- ``analyze``: grouping, slicing and form selection over a run table.
-- ``compare``: exponents side by side, differences, verdicts, effective-compute multipliers.
-- ``labels``: plain-language labels and number formats.
+- ``analyze``: grouping, slicing, form and E-mode selection over a run table → an ``Analysis``.
+- ``fitting/``: the laws, their fits, bootstraps, gaps, hold-outs, comparisons and the verdict.
+- ``measures/``: statistics of the eval-time measurements (mechanism, critical γ, phase diagram).
+- ``summary``: the sentences a report and ``gammaray fit`` lead with.
 - ``export``: ``fit.json`` / ``fits.csv`` and the ``--json`` document.
-- ``figures`` and ``report``: the self-contained HTML report.
+- ``report/``: the HTML pages and their figures.
+- ``labels``: plain-language labels and number formats.
+- ``tune_rule``: per-size rules fitted to tuned values (``lr(N) = a·N^b``).
 - ``synthetic``: seeded data with known parameters.
+- ``errors``: the analysis's error and warning types.
 - ``cli``: the ``fit`` and ``report`` commands.
 
 Nothing here imports torch or ray; MLflow is imported only when a grid is loaded.

@@ -14,11 +14,11 @@ Without an explicit form every applicable one is fitted. Slices are found on all
 together, so every group is fitted on the same slices and can be compared.
 
 E: groups that share their data share the irreducible loss, so by default (``e_mode="shared"``)
-the groups of each form and slice are fitted jointly with one E (:mod:`analysis.shared`);
+the groups of each form and slice are fitted jointly with one E (:mod:`analysis.fitting.shared`);
 ``"known"`` holds E at the data's entropy rate, ``"per-group"`` fits every group alone (chosen
 automatically when the groups' data differ). Beside the fits: the paired gap per cell and its
-trend (:mod:`analysis.gap`), the hold-out predictions (:mod:`analysis.holdout`) and the verdict
-(:mod:`analysis.verdict`).
+trend (:mod:`analysis.fitting.gap`), the hold-out predictions (:mod:`analysis.fitting.holdout`) and the verdict
+(:mod:`analysis.fitting.verdict`).
 """
 
 from __future__ import annotations
@@ -32,18 +32,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_fit
-from analysis.compare import Comparison, compare_fits
 from analysis.errors import AnalysisError
-from analysis.fit import ALL_FORMS, FitResult, fit_power_law, n_distinct
-from analysis.gap import GapComparison, compare_gaps
-from analysis.holdout import HOLDOUT_MODES, HoldoutPrediction, default_mode, predict_held_out
-from analysis.isoflop import fit_isoflop, has_iso_flop_slices
+from analysis.fitting.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_fit
+from analysis.fitting.compare import Comparison, compare_fits
+from analysis.fitting.fit import ALL_FORMS, FitResult, fit_power_law, n_distinct
+from analysis.fitting.gap import GapComparison, compare_gaps
+from analysis.fitting.holdout import HOLDOUT_MODES, HoldoutPrediction, default_mode, predict_held_out
+from analysis.fitting.isoflop import fit_isoflop, has_iso_flop_slices
+from analysis.fitting.shared import E_MODES, bootstrap_shared, can_share, fit_shared
+from analysis.fitting.slices import cluster_values, locked_together
+from analysis.fitting.verdict import Verdict, decide
 from analysis.labels import group_label, plain_value, slice_label
 from analysis.load import CORE_COLUMNS, ENTROPY_COLUMN, RunTable
-from analysis.shared import E_MODES, bootstrap_shared, can_share, fit_shared
-from analysis.slices import cluster_values, locked_together
-from analysis.verdict import Verdict, decide
 
 # A cluster is a slice only if its values stay within this factor: continuous data (every run
 # at its own D) would otherwise chain into one cluster spanning decades.
@@ -105,7 +105,7 @@ def analyze(
     ``by``: grouping columns (default ``table.default_by``); ``forms``: subset of
     ``n, d, joint, isoflop`` (default: every applicable one); ``n_bootstrap``: resamples per
     fit (0 for none); ``e_mode``: ``shared``, ``per-group`` or ``known``; ``holdout``: one of
-    :data:`~analysis.holdout.HOLDOUT_MODES` (default: ``largest-n`` when every group has four or
+    :data:`~analysis.fitting.holdout.HOLDOUT_MODES` (default: ``largest-n`` when every group has four or
     more distinct N, else ``none``). Raises :class:`AnalysisError` for an unknown column, form
     or mode, for ``known`` without a recorded entropy rate, or when no run is finished;
     degenerate data never raises and ends up in the results' messages.

@@ -180,7 +180,7 @@ def fit_command(
 
 
 def _fit_table(analysis) -> str:
-    from analysis.fit import FORM_PARAMS
+    from analysis.fitting.fit import FORM_PARAMS
     from analysis.labels import PARAM_SYMBOLS, format_ci, format_number, group_label, slice_label
 
     lines = []
@@ -230,7 +230,7 @@ def report_command(
     """Write a self-contained HTML report (with fit.json and fits.csv beside it); print the verdict."""
     from analysis.analyze import analyze
     from analysis.export import write_outputs
-    from analysis.report import write_figures, write_report
+    from analysis.report.scaling import write_figures, write_report
     from analysis.summary import holdout_line
 
     try:

@@ -22,12 +22,17 @@ from typing import Any
 import numpy as np
 
 from analysis.analyze import Analysis
-from analysis.compare import Comparison
-from analysis.fit import FitResult, params_at_bound
-from analysis.gap import GapComparison
-from analysis.holdout import HoldoutPrediction
+from analysis.fitting.compare import Comparison
+from analysis.fitting.fit import FitResult, params_at_bound
+from analysis.fitting.gap import GapComparison
+from analysis.fitting.holdout import HoldoutPrediction
 from analysis.labels import group_label
-from analysis.phase_diagram import COMPETENT_SEEN_ACCURACY, PHASE_METRICS, PhaseDiagram, table_phase_diagram
+from analysis.measures.phase_diagram import (
+    COMPETENT_SEEN_ACCURACY,
+    PHASE_METRICS,
+    PhaseDiagram,
+    table_phase_diagram,
+)
 from analysis.summary import summary_lines
 
 SCHEMA_VERSION = 2

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from analysis.analyze import Analysis
-from analysis.compare import headline
-from analysis.fit import FitResult
-from analysis.holdout import HoldoutPrediction
+from analysis.fitting.compare import headline
+from analysis.fitting.fit import FitResult
+from analysis.fitting.holdout import HoldoutPrediction
 from analysis.labels import FORM_TITLES, format_ci, format_number, group_label, slice_label
-from analysis.phase_diagram import COMPETENT_SEEN_ACCURACY, table_phase_diagram
+from analysis.measures.phase_diagram import COMPETENT_SEEN_ACCURACY, table_phase_diagram
 
 _HOLDOUT_NOUN = {"largest-n": "largest N", "largest-d": "largest D", "largest-c": "largest compute"}
 

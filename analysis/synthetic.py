@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.fit import loss_nd
+from analysis.fitting.fit import loss_nd
 
 # Hoffmann et al. (2022), approach 3 estimates: a realistic default truth.
 CHINCHILLA = {"E": 1.69, "A": 406.4, "alpha": 0.34, "B": 410.7, "beta": 0.28}

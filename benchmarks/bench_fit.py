@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.bootstrap import bootstrap_fit, resample_weights
-from analysis.fit import design, fit_power_law
-from analysis.objective import Layout, minimize_from, params_to_theta, single_threaded_blas
+from analysis.fitting.bootstrap import bootstrap_fit, resample_weights
+from analysis.fitting.fit import design, fit_power_law
+from analysis.fitting.objective import Layout, minimize_from, params_to_theta, single_threaded_blas
 from analysis.synthetic import CHINCHILLA, synthetic_runs
 
 

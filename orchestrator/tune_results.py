@@ -129,7 +129,7 @@ class TuneOutcome:
 
 def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: CallCounts) -> TuneOutcome:
     """Read every study back, fit the size rules, write best.yaml and the report."""
-    from analysis.tune_report import StudyPanel, write_tune_report
+    from analysis.report.tune import StudyPanel, write_tune_report
     from analysis.tune_rule import TunedGroup, fit_size_rules
 
     results = [study_result(state) for state in states]
@@ -174,7 +174,7 @@ def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: CallCoun
 
 def study_result(state: StudyState) -> StudyResult:
     """A study's counts and best trial, from the storage."""
-    from analysis.tune_report import best_trial, trial_counts
+    from analysis.report.tune import best_trial, trial_counts
 
     counts = trial_counts(state.study)
     result = StudyResult(

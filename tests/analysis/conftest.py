@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # lets the suite run from a checkout without an install
     sys.path.insert(0, str(ROOT))
 
-from analysis.fit import loss_nd  # noqa: E402
+from analysis.fitting.fit import loss_nd  # noqa: E402
 from analysis.synthetic import synthetic_runs  # noqa: E402
 
 TRUTH_FAST = {"E": 1.69, "A": 406.4, "alpha": 0.36, "B": 410.7, "beta": 0.28}

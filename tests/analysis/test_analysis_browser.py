@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from analysis.analyze import analyze
-from analysis.figures import PALETTE
 from analysis.load import load_grid
-from analysis.report import write_report
+from analysis.report.figures import PALETTE
+from analysis.report.scaling import write_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = pytest.mark.skipif(

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from analysis.analyze import analyze
-from analysis.compare import compare_pair
-from analysis.fit import FitResult
+from analysis.fitting.compare import compare_pair
+from analysis.fitting.fit import FitResult
 from analysis.load import load_csv
 from analysis.synthetic import synthetic_runs
 

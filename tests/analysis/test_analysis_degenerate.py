@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from analysis.analyze import analyze
-from analysis.bootstrap import bootstrap_fit
 from analysis.errors import AnalysisError
-from analysis.fit import fit_power_law
-from analysis.isoflop import fit_isoflop
+from analysis.fitting.bootstrap import bootstrap_fit
+from analysis.fitting.fit import fit_power_law
+from analysis.fitting.isoflop import fit_isoflop
 from analysis.load import runs_from_records
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
 
-from analysis.batched import batched_refit
-from analysis.bootstrap import bootstrap_fit, resample_weights
-from analysis.fit import design, fit_power_law, loss_d, loss_n, loss_nd
-from analysis.isoflop import fit_isoflop
-from analysis.objective import (
+from analysis.fitting.batched import batched_refit
+from analysis.fitting.bootstrap import bootstrap_fit, resample_weights
+from analysis.fitting.fit import design, fit_power_law, loss_d, loss_n, loss_nd
+from analysis.fitting.isoflop import fit_isoflop
+from analysis.fitting.objective import (
     Layout,
     huber_lse_objective,
     minimize_from,

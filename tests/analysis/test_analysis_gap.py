@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from analysis.analyze import analyze
-from analysis.gap import compare_gaps
+from analysis.fitting.gap import compare_gaps
+from analysis.fitting.verdict import decide
 from analysis.load import runs_from_records
-from analysis.verdict import decide
 
 SIZES = (1e4, 3e4, 1e5, 3e5, 1e6)
 

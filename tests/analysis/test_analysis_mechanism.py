@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from analysis.analyze import analyze
-from analysis.critical_gamma import best_group, count_spikes, critical_gamma
 from analysis.export import analysis_to_dict
 from analysis.load import runs_from_records
-from analysis.mechanism import cells, final_values, token_gains
-from analysis.mechanism_report import Absent, Section, sections
-from analysis.report import render_report
+from analysis.measures.critical_gamma import best_group, count_spikes, critical_gamma
+from analysis.measures.mechanism import cells, final_values, token_gains
+from analysis.report.measurements import Absent, Section, sections
+from analysis.report.scaling import render_report
 from analysis.summary import summary_lines
 
 GAMMAS = (0.5, 1.0)
@@ -199,7 +199,7 @@ def test_best_gamma_by_loss_with_bootstrap_frequency(measured):
 
 def test_analysis_still_imports_without_torch_and_ray():
     code = (
-        "import sys; import analysis.report, analysis.mechanism_report, analysis.critical_gamma; "
+        "import sys; import analysis.report.scaling, analysis.report.measurements, analysis.measures.critical_gamma; "
         "bad = [m for m in ('torch', 'ray') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -3,7 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from analysis.phase_diagram import COMPETENT_SEEN_ACCURACY, phase_cells, phase_figure
+from analysis.measures.phase_diagram import COMPETENT_SEEN_ACCURACY, phase_cells
+from analysis.report.measurements import phase_figure
 
 RATES = ["probe/heldout_compositional", "probe/heldout_mirrored"]
 SEEN = "probe/seen_accuracy"

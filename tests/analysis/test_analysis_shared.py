@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.optimize import approx_fprime
 
-from analysis.bootstrap import bootstrap_fit, cell_ids, paired_weights, percentile_ci
-from analysis.fit import fit_power_law, loss_n
-from analysis.objective import Layout, huber_lse_objective
-from analysis.shared import bootstrap_shared, fit_shared
+from analysis.fitting.bootstrap import bootstrap_fit, cell_ids, paired_weights, percentile_ci
+from analysis.fitting.fit import fit_power_law, loss_n
+from analysis.fitting.objective import Layout, huber_lse_objective
+from analysis.fitting.shared import bootstrap_shared, fit_shared
 
 SIZES = np.geomspace(2e4, 2e6, 7)
 TRUTH = {"E": 2.0, "fast": (60.0, 0.40), "slow": (25.0, 0.30)}

@@ -359,7 +359,7 @@ def test_a_diverged_run_is_told_the_untrained_models_loss():
 def test_the_report_holds_every_figure_of_a_two_parameter_study(tmp_path):
     import optuna
 
-    from analysis.tune_report import StudyPanel, write_tune_report
+    from analysis.report.tune import StudyPanel, write_tune_report
     from analysis.tune_rule import SizeRule
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

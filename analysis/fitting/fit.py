@@ -7,10 +7,10 @@ the model is written in log space with the log-sum-exp parameterization
     log L̂ = LSE(a − α·log N, b − β·log D, e),   E = exp(e), A = exp(a), B = exp(b)
 
 and fitted by minimizing the Huber loss (δ = 1e-3) of log L̂ − log L over the runs with
-L-BFGS-B (:mod:`analysis.objective`), started from a grid of points; the best optimum is kept,
-then polished by a damped Gauss–Newton step (:mod:`analysis.batched`), which only ever lowers
+L-BFGS-B (:mod:`analysis.fitting.objective`), started from a grid of points; the best optimum is kept,
+then polished by a damped Gauss–Newton step (:mod:`analysis.fitting.batched`), which only ever lowers
 the objective. The gradient is analytic. Several groups fitted with one shared E are
-:mod:`analysis.shared`'s.
+:mod:`analysis.fitting.shared`'s.
 
 Forms:
 
@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from analysis.batched import batched_refit
 from analysis.errors import warning
-from analysis.objective import (
+from analysis.fitting.batched import batched_refit
+from analysis.fitting.objective import (
     BOUND_EXPONENT,
     BOUND_LOGCOEF,
     FORM_TERMS,
@@ -45,7 +45,7 @@ from analysis.objective import (
     start_grid,
     theta_to_params,
 )
-from analysis.slices import locked_together
+from analysis.fitting.slices import locked_together
 
 POWER_FORMS = ("n", "d", "joint")
 ALL_FORMS = ("n", "d", "joint", "isoflop")
@@ -120,7 +120,7 @@ class FitResult:
     when nothing could be fitted; ``messages`` explain any dropped point, fallback or doubt.
     ``e_mode`` says where E comes from: ``"per-group"`` (fitted for this group alone, or held
     at 0 in a partial fit), ``"shared"`` (one E fitted jointly with the groups named in
-    ``extra["shared_with"]``: :mod:`analysis.shared`) or ``"known"`` (held at the data's
+    ``extra["shared_with"]``: :mod:`analysis.fitting.shared`) or ``"known"`` (held at the data's
     entropy rate).
     """
 

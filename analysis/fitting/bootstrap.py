@@ -4,7 +4,7 @@ Each resample draws the group's runs with replacement and refits. A resample is 
 multiplicity weights on the original points (a run drawn twice counts twice), which is the
 same objective as refitting the duplicated rows but keeps one design matrix for all
 resamples. Every refit starts from the full-data optimum (a warm start) and all of them run
-together as one vectorized batch (:mod:`analysis.batched`); a refit the batch does not settle
+together as one vectorized batch (:mod:`analysis.fitting.batched`); a refit the batch does not settle
 is finished by L-BFGS-B, and only one that still fails goes back to the multi-start grid. Resamples whose runs cannot identify the form (too few
 distinct N or D) are skipped and counted.
 """
@@ -15,11 +15,11 @@ import dataclasses
 
 import numpy as np
 
-from analysis.batched import batched_refit
 from analysis.errors import warning
-from analysis.fit import FORM_PARAMS, FitResult, design, layout_of, multistart, n_distinct
-from analysis.isoflop import isoflop_core
-from analysis.objective import minimize_from, params_to_theta, single_threaded_blas, theta_to_params
+from analysis.fitting.batched import batched_refit
+from analysis.fitting.fit import FORM_PARAMS, FitResult, design, layout_of, multistart, n_distinct
+from analysis.fitting.isoflop import isoflop_core
+from analysis.fitting.objective import minimize_from, params_to_theta, single_threaded_blas, theta_to_params
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_CI_LEVEL = 0.95

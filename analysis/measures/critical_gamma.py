@@ -10,7 +10,7 @@ held-out compositional rate, diverged runs and loss spikes, and picks:
 - the **best γ by reasoning**: the highest mean held-out compositional rate, likewise (all groups).
 
 Each comes with how often every group wins over bootstrap draws (cells and runs within cells
-resampled, :func:`analysis.mechanism.bootstrap_means`) and, for a numeric γ, the percentile
+resampled, :func:`analysis.measures.mechanism.bootstrap_means`) and, for a numeric γ, the percentile
 interval of the winning γ.
 
 A *loss spike* is a ``train/loss`` record above ``SPIKE_FACTOR`` (1.25) × the median of the
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import DEFAULT_CI_LEVEL, percentile_ci
-from analysis.mechanism import (
+from analysis.fitting.bootstrap import DEFAULT_CI_LEVEL, percentile_ci
+from analysis.measures.mechanism import (
     PROBE_METRICS,
     Samples,
     bootstrap_means,

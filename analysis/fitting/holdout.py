@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.bootstrap import bootstrap_fit, cell_ids, percentile_ci
-from analysis.fit import POWER_FORMS, FitResult, fit_power_law
-from analysis.shared import bootstrap_shared, can_share, fit_shared
-from analysis.slices import FLOPS_REL_TOL, SLICE_REL_TOL, cluster_values
+from analysis.fitting.bootstrap import bootstrap_fit, cell_ids, percentile_ci
+from analysis.fitting.fit import POWER_FORMS, FitResult, fit_power_law
+from analysis.fitting.shared import bootstrap_shared, can_share, fit_shared
+from analysis.fitting.slices import FLOPS_REL_TOL, SLICE_REL_TOL, cluster_values
 
 HOLDOUT_MODES = ("none", "largest-n", "largest-d", "largest-c")
 # Distinct sizes per group from which ``largest-n`` is the default: three stay to fit.

@@ -2,7 +2,7 @@
 
 Each section is built only when the grid logged what it needs; otherwise an :class:`Absent`
 says in one line why it is not there. Sections hold plotly figures and plain-text tables;
-``analysis.report`` renders them like its own.
+``analysis.report.scaling`` renders them like its own.
 """
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.analyze import Analysis
-from analysis.bootstrap import percentile_ci
-from analysis.critical_gamma import SPIKE_FACTOR, SPIKE_WINDOW, Best, critical_gamma
-from analysis.figures import PALETTE, _layout
+from analysis.fitting.bootstrap import percentile_ci
 from analysis.labels import format_ci, format_number
 from analysis.load import GAMMA_KEYS
-from analysis.mechanism import (
+from analysis.measures.critical_gamma import SPIKE_FACTOR, SPIKE_WINDOW, Best, critical_gamma
+from analysis.measures.mechanism import (
     PROBE_METRICS,
     TOKEN_BUCKETS,
     Gain,
@@ -34,7 +33,8 @@ from analysis.mechanism import (
     token_gains,
     tokens_per_step,
 )
-from analysis.phase_diagram import phase_cells, phase_figure
+from analysis.measures.phase_diagram import PHASE_METRICS, PhaseDiagram, phase_cells
+from analysis.report.figures import PALETTE, apply_layout
 
 MECHANISM_PANELS = (
     ("diag/condensation/all", "condensation (pairs with |cos| > threshold)"),
@@ -169,7 +169,7 @@ def history_figure(
             )
             shown.add(label)
     x_title = "tokens seen" if per_step else "step"
-    _layout(fig, title, "", "", log_x=False, log_y=False, height=300 * n_rows + 80)
+    apply_layout(fig, title, "", "", log_x=False, log_y=False, height=300 * n_rows + 80)
     fig.update_xaxes(title_text=x_title)
     fig.update_annotations(font_size=12)
     return fig
@@ -263,7 +263,7 @@ def gain_figure(gains: Sequence[Gain], colors: dict[str, str], level: str) -> go
             )
         )
     fig.add_hline(y=0, line={"color": "#888", "width": 1})
-    _layout(
+    apply_layout(
         fig,
         f"Loss gain per token bucket (error bars: {level})",
         "bucket",
@@ -390,7 +390,7 @@ def probe_figure(
                 marker={"size": 9},
             )
         )
-    _layout(
+    apply_layout(
         fig,
         "Probe rates at the end of training (points: runs; lines: group means)",
         x_title,
@@ -518,7 +518,7 @@ def critical_figure(t: pd.DataFrame, by: Sequence[str], has_probe: bool, best: B
                 row=1,
                 col=col,
             )
-    _layout(
+    apply_layout(
         fig,
         "Critical γ" + (" (dashed: best γ by final loss)" if marked else ""),
         "",
@@ -558,3 +558,46 @@ def _mean_with_ci(values: np.ndarray, n_boot: int, rng: np.random.Generator, lev
 
 def _percent(value: float) -> str:
     return f"{value:.0%}" if value == value else "n/a"
+
+
+def phase_figure(diagram: PhaseDiagram) -> go.Figure:
+    """Two heatmaps over γ (x) × depth (y), colour = mean rate, text = mean ± sd (n seeds)."""
+    cells = diagram.cells
+    fig = make_subplots(
+        rows=1, cols=len(PHASE_METRICS), subplot_titles=list(PHASE_METRICS.values()), horizontal_spacing=0.12
+    )
+    for column, metric in enumerate(PHASE_METRICS, start=1):
+        mean = cells[(metric, "mean")].unstack("gamma")
+        spread = cells[(metric, "std")].unstack("gamma").fillna(0.0)
+        count = cells[(metric, "count")].unstack("gamma")
+        text = [
+            [f"{m:.2f} ± {s:.2f} ({int(n)})" if pd.notna(m) else "" for m, s, n in zip(mr, sr, nr)]
+            for mr, sr, nr in zip(mean.to_numpy(), spread.to_numpy(), count.fillna(0).to_numpy())
+        ]
+        fig.add_trace(
+            go.Heatmap(
+                x=[f"{g:g}" for g in mean.columns],
+                y=[f"{int(d)}" for d in mean.index],
+                z=mean.to_numpy(),
+                text=text,
+                texttemplate="%{text}",
+                zmin=0.0,
+                zmax=1.0,
+                colorscale="Viridis",
+                showscale=column == len(PHASE_METRICS),
+                colorbar={"title": "rate"},
+                hovertemplate="γ=%{x}, depth=%{y}: %{text}<extra></extra>",
+            ),
+            row=1,
+            col=column,
+        )
+    apply_layout(
+        fig,
+        "Held-out pair over γ × depth (competent runs: mean ± sd over seeds, n in brackets)",
+        "γ",
+        "depth (layers)",
+        log_x=False,
+        log_y=False,
+        height=440,
+    )
+    return fig.update_xaxes(type="category").update_yaxes(type="category")

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import brentq
 
-from analysis.bootstrap import percentile_ci
-from analysis.fit import EXPONENT_AXIS, FitResult
+from analysis.fitting.bootstrap import percentile_ci
+from analysis.fitting.fit import EXPONENT_AXIS, FitResult
 from analysis.labels import (
     AXIS_NOUNS,
     FORM_TITLES,

@@ -12,10 +12,10 @@ are fitted jointly,
 with one fitted E (``"shared"``) or E held at the data's known entropy rate (``"known"``; the
 generated corpora know it exactly: it is the E of L(N, D) as N, D → ∞). For a one-variable law
 at a fixed D (or N) the asymptote is E plus what that D leaves, shared when the settings leave
-the same; the hold-out check (:mod:`analysis.holdout`) tells whether the assumption predicts.
+the same; the hold-out check (:mod:`analysis.fitting.holdout`) tells whether the assumption predicts.
 
 :func:`bootstrap_shared` resamples runs of every group together (whole cells, or seeds within
-cells: :func:`analysis.bootstrap.paired_weights`), so each exponent's interval, and that of
+cells: :func:`analysis.fitting.bootstrap.paired_weights`), so each exponent's interval, and that of
 their difference, carries the uncertainty of the shared E.
 """
 
@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.batched import batched_refit
-from analysis.bootstrap import MAX_SKIPPED, cell_ids, paired_weights, percentile_ci, skipped_note
 from analysis.errors import warning
-from analysis.fit import (
+from analysis.fitting.batched import batched_refit
+from analysis.fitting.bootstrap import MAX_SKIPPED, cell_ids, paired_weights, percentile_ci, skipped_note
+from analysis.fitting.fit import (
     FORM_PARAMS,
     POWER_FORMS,
     FitResult,
@@ -42,8 +42,7 @@ from analysis.fit import (
     n_distinct,
     predict,
 )
-from analysis.labels import group_label
-from analysis.objective import (
+from analysis.fitting.objective import (
     HUBER_DELTA,
     Layout,
     minimize_from,
@@ -51,6 +50,7 @@ from analysis.objective import (
     single_threaded_blas,
     theta_to_params,
 )
+from analysis.labels import group_label
 
 E_MODES = ("shared", "per-group", "known")
 # Shares of the smallest loss tried as starting values of a shared E (besides each group's own E).

@@ -1,6 +1,6 @@
 """The self-contained HTML report of a tuning call: best values, the size rule, Optuna's figures.
 
-Like the scaling report (``analysis.report``), one file: plotly.js is inlined once in the head
+Like the scaling report (``analysis.report.scaling``), one file: plotly.js is inlined once in the head
 and every figure shares it, so the report opens offline. Sections: best values per study, the
 size rule (when studies at two or more sizes allow one), then per study Optuna's optimization
 history, slice plot, parameter importances (with two or more parameters and enough complete
@@ -19,8 +19,8 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from analysis.figures import PALETTE, _layout
-from analysis.report import _e, _empty, _figure_html, _section, _table, html_page
+from analysis.report import page
+from analysis.report.figures import PALETTE, apply_layout
 from analysis.tune_rule import SizeRule
 
 # Parameter importances need a few complete trials to mean anything (PED-ANOVA compares the
@@ -50,23 +50,23 @@ def render_tune_report(
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     title = f"Tuning report: {grid}"
     sections = [
-        _section(
+        page.section(
             "best", "Best values", _best_table(studies, metric), f"{metric}, minimized; one study per group."
         ),
-        _section("rule", "Size rule", _rule_body(rules)),
+        page.section("rule", "Size rule", _rule_body(rules)),
     ]
     nav = [("best", "Best values"), ("rule", "Size rule")]
     for i, panel in enumerate(studies):
         anchor = f"study-{i}"
-        sections.append(_section(anchor, f"Study {panel.name}", _study_body(panel, anchor, metric)))
+        sections.append(page.section(anchor, f"Study {panel.name}", _study_body(panel, anchor, metric)))
         nav.append((anchor, panel.group_key))
-    sections.append(_section("method", "Method", _method(metric, space)))
+    sections.append(page.section("method", "Method", _method(metric, space)))
     nav.append(("method", "Method"))
     searched = ", ".join(f"{k} {v}" for k, v in space.items())
-    links = "\n".join(f'<a href="#{a}">{_e(t)}</a>' for a, t in nav)
-    meta = f"Storage: {_e(storage)} · generated {created} · searched: {_e(searched)}"
-    footer = f"gammaray tuning report. The best values as a grid snippet: <code>tune/{_e(grid)}/best.yaml</code> in the workspace."
-    return html_page(title, meta, links, sections, footer)
+    links = "\n".join(f'<a href="#{a}">{page.escape(t)}</a>' for a, t in nav)
+    meta = f"Storage: {page.escape(storage)} · generated {created} · searched: {page.escape(searched)}"
+    footer = f"gammaray tuning report. The best values as a grid snippet: <code>tune/{page.escape(grid)}/best.yaml</code> in the workspace."
+    return page.document(title, meta, links, sections, footer)
 
 
 def write_tune_report(path: str | Path, **parts: Any) -> Path:
@@ -100,32 +100,34 @@ def _best_table(studies: Sequence[StudyPanel], metric: str) -> str:
         if best is None:
             cells = ["—", "—", "", ""]
         else:
-            params = "<br>".join(f"{_e(k)} = {_e(_short(v))}" for k, v in best.params.items())
+            params = "<br>".join(
+                f"{page.escape(k)} = {page.escape(_short(v))}" for k, v in best.params.items()
+            )
             diverged = " <small>(diverged)</small>" if best.user_attrs.get("status") == "diverged" else ""
             cells = [
                 params,
                 f"{best.value:.4f}{diverged}",
                 str(best.number),
-                _e(best.user_attrs.get("run_id", "")),
+                page.escape(best.user_attrs.get("run_id", "")),
             ]
-        head = [_e(panel.group_key), f"{panel.n_params_non_embedding:,}"]
+        head = [page.escape(panel.group_key), f"{panel.n_params_non_embedding:,}"]
         head += [str(counts[state]) for state in ("COMPLETE", "PRUNED", "FAIL", "STOPPED")]
         rows.append(([*head, *cells], "" if best is not None else "partial"))
-    return _table(header, rows, left=(0, 6, 9))
+    return page.table(header, rows, left=(0, 6, 9))
 
 
 def _rule_body(rules: Sequence[SizeRule]) -> str:
     if not rules:
-        return _empty(
+        return page.empty(
             "No rule: it needs studies at two or more model sizes that differ in nothing else (a --per key such as "
             "model.preset with several values)."
         )
-    lines = "".join(f"<p><code>{_e(rule.formula())}</code></p>" for rule in rules)
+    lines = "".join(f"<p><code>{page.escape(rule.formula())}</code></p>" for rule in rules)
     lead = (
         '<p class="lead">log θ* = a + k·log N by least squares over the studies\' best values, N the non-embedding '
         "parameter count; ± is the standard error of k (three sizes or more).</p>"
     )
-    return lead + lines + _figure_html(_rule_figure(rules), "fig-rule")
+    return lead + lines + page.figure(_rule_figure(rules), "fig-rule")
 
 
 def _rule_figure(rules: Sequence[SizeRule]) -> go.Figure:
@@ -153,7 +155,7 @@ def _rule_figure(rules: Sequence[SizeRule]) -> go.Figure:
                 line={"color": color},
             )
         )
-    return _layout(fig, "Best value against model size", "non-embedding parameters N", "best value")
+    return apply_layout(fig, "Best value against model size", "non-embedding parameters N", "best value")
 
 
 def _study_body(panel: StudyPanel, anchor: str, metric: str) -> str:
@@ -162,25 +164,25 @@ def _study_body(panel: StudyPanel, anchor: str, metric: str) -> str:
     study = panel.study
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     if not complete:
-        return _empty("No complete trial yet.")
+        return page.empty("No complete trial yet.")
     parts = [
-        _figure_html(
+        page.figure(
             _titled(vis.plot_optimization_history(study, target_name=metric), "Optimization history"),
             f"{anchor}-history",
         )
     ]
     parts.append(
-        _figure_html(
+        page.figure(
             _titled(vis.plot_slice(study, target_name=metric), "Slice: each trial's value by parameter"),
             f"{anchor}-slice",
         )
     )
     n_params = len({key for t in complete for key in t.params})
     if n_params < 2:
-        parts.append(_empty("Parameter importances: skipped, one parameter searched."))
+        parts.append(page.empty("Parameter importances: skipped, one parameter searched."))
     elif len(complete) < MIN_TRIALS_FOR_IMPORTANCE:
         parts.append(
-            _empty(
+            page.empty(
                 f"Parameter importances: skipped, {len(complete)} complete trials "
                 f"(at least {MIN_TRIALS_FOR_IMPORTANCE} needed)."
             )
@@ -188,24 +190,26 @@ def _study_body(panel: StudyPanel, anchor: str, metric: str) -> str:
     else:
         try:
             figure = vis.plot_param_importances(study, target_name=metric)
-            parts.append(_figure_html(_titled(figure, "Parameter importances"), f"{anchor}-importances"))
+            parts.append(page.figure(_titled(figure, "Parameter importances"), f"{anchor}-importances"))
         except (RuntimeError, ValueError, ZeroDivisionError) as error:  # degenerate trials (all values equal)
-            parts.append(_empty(f"Parameter importances: skipped ({error})."))
+            parts.append(page.empty(f"Parameter importances: skipped ({error})."))
     if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
         figure = _titled(
             vis.plot_intermediate_values(study), f"{metric} while training (pruned trials stop early)"
         )
         figure.update_yaxes(title_text=metric)
         figure.update_xaxes(title_text="step")
-        parts.append(_figure_html(figure, f"{anchor}-intermediate"))
+        parts.append(page.figure(figure, f"{anchor}-intermediate"))
     return "".join(parts)
 
 
 def _method(metric: str, space: Mapping[str, str]) -> str:
     return (
         "<p>Each study searches "
-        + ", ".join(f"<code>{_e(k)}</code> over <code>{_e(v)}</code>" for k, v in space.items())
-        + f" with Optuna's TPE sampler (seeded; random for its first trials), minimizing the final {_e(metric)} of a "
+        + ", ".join(
+            f"<code>{page.escape(k)}</code> over <code>{page.escape(v)}</code>" for k, v in space.items()
+        )
+        + f" with Optuna's TPE sampler (seeded; random for its first trials), minimizing the final {page.escape(metric)} of a "
         "full training run per trial. While a trial trains, every eval is reported to Optuna, and the median rule "
         "(Optuna's MedianPruner, after a warm-up share of the steps) stops trials that trail the completed ones. "
         "A diverged run (loss NaN or inf) is told the untrained model's value, so the sampler moves away from it; a "

@@ -12,7 +12,7 @@ loss; ``e`` can also be held fixed (a known E, or E = 0 for a pure power law).
 The objective is the weighted mean Huber loss (δ = 1e-3) of the log-space residuals (Hoffmann
 et al. 2022, approach 3; Besiroglu et al. 2024), minimized by L-BFGS-B with the analytic
 gradient (:func:`minimize_from`) from a grid of starting points (:func:`start_grid`);
-:mod:`analysis.fit` picks the starts and polishes the best optimum.
+:mod:`analysis.fitting.fit` picks the starts and polishes the best optimum.
 """
 
 from __future__ import annotations

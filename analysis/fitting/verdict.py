@@ -2,11 +2,11 @@
 
 The verdict names the setting whose scaling curve descends faster, and on what basis:
 
-1. ``"exponent"``: the headline exponent comparisons (:func:`analysis.compare.headline`) that
+1. ``"exponent"``: the headline exponent comparisons (:func:`analysis.fitting.compare.headline`) that
    are significant all name the same group. When the data's gap moves the other way, a sentence
    says why that is no contradiction: the other curve drops more nats per decade because it
    lies further above the shared floor, while the exponent measures the approach to it;
-2. ``"gap_trend"``: otherwise, the paired loss gap (:mod:`analysis.gap`) moves significantly
+2. ``"gap_trend"``: otherwise, the paired loss gap (:mod:`analysis.fitting.gap`) moves significantly
    toward one group as scale grows (along N when N varies, else D, else compute) and that group
    is lower at the largest scale: the gap widens in its favour, or the curves cross. A higher
    curve that only closes in is no verdict: a curve further above the floor both approach
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from analysis.compare import Comparison, headline
-from analysis.gap import GapComparison, trend_text
+from analysis.fitting.compare import Comparison, headline
+from analysis.fitting.gap import GapComparison, trend_text
 from analysis.labels import AXIS_NOUNS, format_ci, format_number, group_label
 
 

@@ -11,20 +11,15 @@ note), fit table, run table, notes and method.
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.io as pio
-from plotly.offline import get_plotlyjs
 
-from analysis import figures, mechanism_report
 from analysis.analyze import Analysis, plain_value
 from analysis.errors import AnalysisError
-from analysis.fit import FORM_PARAMS, HUBER_DELTA
+from analysis.fitting.fit import FORM_PARAMS, HUBER_DELTA
 from analysis.labels import (
     FORM_TITLES,
     PARAM_SYMBOLS,
@@ -34,85 +29,8 @@ from analysis.labels import (
     group_label,
     slice_label,
 )
+from analysis.report import figures, measurements, page
 from analysis.summary import headline_predictions, holdout_line, summary_lines
-
-CSS = """
-:root { --ink:#1d1d1f; --muted:#5f6368; --rule:#e3e3e3; --accent:#0072B2; --bad:#b3261e; --soft:#f6f7f9; }
-* { box-sizing: border-box; }
-body { margin:0; font: 15px/1.55 system-ui,-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,sans-serif; color:var(--ink); background:#fff; }
-main { max-width: 1100px; margin: 0 auto; padding: 32px 28px 64px; }
-header h1 { font-size: 26px; margin: 0 0 4px; letter-spacing: -0.01em; }
-header .meta { color: var(--muted); font-size: 13px; }
-nav { margin: 18px 0 8px; font-size: 13px; }
-nav a { color: var(--accent); text-decoration: none; margin-right: 14px; white-space: nowrap; }
-h2 { font-size: 19px; margin: 40px 0 10px; padding-bottom: 6px; border-bottom: 1px solid var(--rule); }
-p.lead { color: var(--muted); margin: 4px 0 12px; font-size: 14px; }
-.verdict { background: var(--soft); border-left: 4px solid var(--accent); padding: 14px 18px; margin: 10px 0; border-radius: 4px; }
-.verdict p { margin: 6px 0; }
-.verdict .sig { font-weight: 600; }
-.figure { margin: 8px 0 4px; border: 1px solid var(--rule); border-radius: 6px; padding: 6px; }
-.empty { color: var(--muted); font-style: italic; padding: 8px 0; }
-table { border-collapse: collapse; width: 100%; font-size: 13px; font-variant-numeric: tabular-nums; margin: 6px 0 4px; }
-th, td { padding: 5px 8px; text-align: right; border-bottom: 1px solid var(--rule); vertical-align: top; }
-th { background: var(--soft); font-weight: 600; position: sticky; top: 0; }
-td.l, th.l { text-align: left; }
-tr.failed td { background: #fdecea; }
-tr.failed td.state { color: var(--bad); font-weight: 600; }
-tr.partial td { color: var(--muted); }
-.swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; vertical-align: baseline; }
-.scroll { max-height: 520px; overflow: auto; border: 1px solid var(--rule); border-radius: 6px; }
-details { margin: 8px 0; } summary { cursor: pointer; color: var(--muted); }
-ul.notes { font-size: 13px; color: var(--muted); }
-code { font-size: 12.5px; background: var(--soft); padding: 1px 4px; border-radius: 3px; }
-footer { margin-top: 48px; color: var(--muted); font-size: 12px; }
-"""
-
-PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "svg"}}
-
-
-def _e(text: Any) -> str:
-    return html.escape(str(text))
-
-
-def _figure_html(fig, div_id: str) -> str:
-    if fig is None:
-        return ""
-    return (
-        '<div class="figure">'
-        + pio.to_html(fig, full_html=False, include_plotlyjs=False, div_id=div_id, config=PLOT_CONFIG)
-        + "</div>"
-    )
-
-
-def _section(anchor: str, title: str, body: str, lead: str = "") -> str:
-    lead_html = f'<p class="lead">{lead}</p>' if lead else ""
-    return f'<section id="{anchor}"><h2>{_e(title)}</h2>{lead_html}{body}</section>'
-
-
-def _empty(text: str) -> str:
-    return f'<p class="empty">{_e(text)}</p>'
-
-
-def _table(header: list[str], rows: Iterable[tuple[list[str], str]], left: Iterable[int] = (0,)) -> str:
-    """An HTML table; each row is (escaped cell HTML, CSS class)."""
-    left = set(left)
-    head = "".join(f'<th class="{"l" if i in left else ""}">{h}</th>' for i, h in enumerate(header))
-    body = []
-    for cells, css in rows:
-        tds = "".join(
-            f'<td class="{"l" if i in left else ""}{" state" if header[i] == "state" else ""}">{c}</td>'
-            for i, c in enumerate(cells)
-        )
-        body.append(f'<tr class="{css}">{tds}</tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _swatch(label: str, colors: dict[str, str]) -> str:
-    color = colors.get(label)
-    return (f'<span class="swatch" style="background:{color}"></span>' if color else "") + _e(label)
-
-
-# ----------------------------------------------------------------------------------------
 
 
 def _summary(analysis: Analysis) -> str:
@@ -135,28 +53,30 @@ def _summary(analysis: Analysis) -> str:
     lines = summary_lines(analysis)
     significant = analysis.verdict is not None and analysis.verdict.significant
     paragraphs = [
-        f'<p class="{"sig" if i == 0 and significant else ""}">{_e(line)}</p>' for i, line in enumerate(lines)
+        f'<p class="{"sig" if i == 0 and significant else ""}">{page.escape(line)}</p>'
+        for i, line in enumerate(lines)
     ]
-    return f'<div class="verdict">{"".join(paragraphs)}</div><p class="lead">{_e(facts)}</p>'
+    return f'<div class="verdict">{"".join(paragraphs)}</div><p class="lead">{page.escape(facts)}</p>'
 
 
 def _gap_section(analysis: Analysis, colors: dict[str, str]) -> str:
     if not analysis.gaps:
-        return _empty("No two groups ran the same (N, D) cells: nothing to compare cell by cell.")
+        return page.empty("No two groups ran the same (N, D) cells: nothing to compare cell by cell.")
     body = []
     for i, gap in enumerate(analysis.gaps):
         one, two = group_label(gap.first), group_label(gap.second)
-        body.append(f"<p>{_e(gap.text)}</p>")
+        body.append(f"<p>{page.escape(gap.text)}</p>")
         if i < 3:  # beyond three pairs the figures repeat what the table says
-            body.append(_figure_html(figures.gap_figure(gap, colors), f"fig-gap-{i}"))
+            body.append(page.figure(figures.gap_figure(gap, colors), f"fig-gap-{i}"))
         rows = [
             (
                 [
-                    _e(format_axis_value("N", c.n_params)),
-                    _e(format_axis_value("D", c.tokens)),
-                    _e(f"{c.first_loss:.4f}"),
-                    _e(f"{c.second_loss:.4f}"),
-                    _e(f"{c.gap:+.4f}") + (f"<br><small>{_e(format_ci(c.ci))}</small>" if c.ci else ""),
+                    page.escape(format_axis_value("N", c.n_params)),
+                    page.escape(format_axis_value("D", c.tokens)),
+                    page.escape(f"{c.first_loss:.4f}"),
+                    page.escape(f"{c.second_loss:.4f}"),
+                    page.escape(f"{c.gap:+.4f}")
+                    + (f"<br><small>{page.escape(format_ci(c.ci))}</small>" if c.ci else ""),
                     str(c.n_seeds),
                 ],
                 "",
@@ -164,13 +84,15 @@ def _gap_section(analysis: Analysis, colors: dict[str, str]) -> str:
             for c in gap.cells
         ]
         trends = "".join(
-            f"<li>trend with {_e(TREND_NOUNS[t.axis])}: {_e(format_number(t.slope))} nats per decade "
-            f"{_e(format_ci(t.ci)) or '(no interval)'}{' at fixed ' + _e(', '.join(t.controls)) if t.controls else ''}</li>"
+            f"<li>trend with {page.escape(TREND_NOUNS[t.axis])}: {page.escape(format_number(t.slope))} nats per decade "
+            f"{page.escape(format_ci(t.ci)) or '(no interval)'}{' at fixed ' + page.escape(', '.join(t.controls)) if t.controls else ''}</li>"
             for t in gap.trends
         )
         body.append(
-            f"<details><summary>{len(gap.cells)} cells of {_e(one)} vs {_e(two)}; trends</summary>"
-            + _table(["N", "D", f"loss {_e(one)}", f"loss {_e(two)}", "gap", "seeds"], rows)
+            f"<details><summary>{len(gap.cells)} cells of {page.escape(one)} vs {page.escape(two)}; trends</summary>"
+            + page.table(
+                ["N", "D", f"loss {page.escape(one)}", f"loss {page.escape(two)}", "gap", "seeds"], rows
+            )
             + (f'<ul class="notes">{trends}</ul>' if trends else "")
             + "</details>"
         )
@@ -179,31 +101,31 @@ def _gap_section(analysis: Analysis, colors: dict[str, str]) -> str:
 
 def _holdout_section(analysis: Analysis, colors: dict[str, str]) -> str:
     if analysis.holdout_mode == "none":
-        return _empty(
+        return page.empty(
             "No hold-out check: it needs at least four distinct N per group (or --holdout largest-d|largest-c)."
         )
     line = holdout_line(analysis)
-    body = f"<p>{_e(line)}</p>" if line else ""
+    body = f"<p>{page.escape(line)}</p>" if line else ""
     if not analysis.holdout:
         return body
-    body += _figure_html(figures.holdout_figure(headline_predictions(analysis), colors), "fig-holdout")
+    body += page.figure(figures.holdout_figure(headline_predictions(analysis), colors), "fig-holdout")
     rows = []
     for p in analysis.holdout:
         inside = "" if p.inside is None else ("yes" if p.inside else "no")
         rows.append(
             (
                 [
-                    _swatch(group_label(p.group), colors),
-                    _e(p.form),
-                    _e(slice_label(p.slice) or "all"),
-                    _e(format_axis_value("N", p.n_params)),
-                    _e(format_axis_value("D", p.tokens)),
+                    page.swatch(group_label(p.group), colors),
+                    page.escape(p.form),
+                    page.escape(slice_label(p.slice) or "all"),
+                    page.escape(format_axis_value("N", p.n_params)),
+                    page.escape(format_axis_value("D", p.tokens)),
                     str(p.n_fitted),
-                    _e(f"{p.predicted:.4f}"),
-                    _e(f"{p.actual:.4f}"),
-                    _e(f"{p.relative_error:+.2%}"),
-                    _e(format_ci(p.interval, 4)),
-                    _e(inside),
+                    page.escape(f"{p.predicted:.4f}"),
+                    page.escape(f"{p.actual:.4f}"),
+                    page.escape(f"{p.relative_error:+.2%}"),
+                    page.escape(format_ci(p.interval, 4)),
+                    page.escape(inside),
                 ],
                 "" if p.inside is not False else "failed",
             )
@@ -221,7 +143,7 @@ def _holdout_section(analysis: Analysis, colors: dict[str, str]) -> str:
         f"{analysis.ci_level:.0%} interval",
         "inside",
     ]
-    return body + _table(header, rows, left=(0, 1, 2))
+    return body + page.table(header, rows, left=(0, 1, 2))
 
 
 TREND_NOUNS = {"N": "N", "D": "D", "FLOPs": "compute"}
@@ -229,7 +151,7 @@ TREND_NOUNS = {"N": "N", "D": "D", "FLOPs": "compute"}
 
 def _fit_table(analysis: Analysis, colors: dict[str, str]) -> str:
     if not analysis.fits:
-        return _empty("No fits.")
+        return page.empty("No fits.")
     names = ["E", "A", "alpha", "B", "beta", "a", "b"]
     names = [p for p in names if any(p in FORM_PARAMS[f.form] for f in analysis.fits)]
     header = ["group", "form", "slice", "n"] + [PARAM_SYMBOLS[p] for p in names] + ["status"]
@@ -237,9 +159,9 @@ def _fit_table(analysis: Analysis, colors: dict[str, str]) -> str:
     for f in analysis.fits:
         form = f.form + ("" if f.e_mode == "per-group" or f.form == "isoflop" else f" (E {f.e_mode})")
         cells = [
-            _swatch(group_label(f.group), colors),
-            _e(form),
-            _e(slice_label(f.slice) or "all"),
+            page.swatch(group_label(f.group), colors),
+            page.escape(form),
+            page.escape(slice_label(f.slice) or "all"),
             str(f.n_points),
         ]
         for p in names:
@@ -248,7 +170,9 @@ def _fit_table(analysis: Analysis, colors: dict[str, str]) -> str:
                 cells.append("")
                 continue
             ci = format_ci(f.ci.get(p))
-            cells.append(_e(format_number(value)) + (f"<br><small>{_e(ci)}</small>" if ci else ""))
+            cells.append(
+                page.escape(format_number(value)) + (f"<br><small>{page.escape(ci)}</small>" if ci else "")
+            )
         status = (
             "ok"
             if f.ok
@@ -257,14 +181,14 @@ def _fit_table(analysis: Analysis, colors: dict[str, str]) -> str:
             )
         )
         note = "; ".join(f.messages)
-        cells.append(_e(status) + (f"<br><small>{_e(note)}</small>" if note else ""))
+        cells.append(page.escape(status) + (f"<br><small>{page.escape(note)}</small>" if note else ""))
         rows.append((cells, "" if f.ok else "partial"))
-    return _table(header, rows, left=(0, 1, 2, len(header) - 1))
+    return page.table(header, rows, left=(0, 1, 2, len(header) - 1))
 
 
 def _comparison_table(analysis: Analysis, colors: dict[str, str]) -> str:
     if not analysis.comparisons:
-        return _empty("Fewer than two groups were fitted with the same form: nothing to compare.")
+        return page.empty("Fewer than two groups were fitted with the same form: nothing to compare.")
     header = [
         "form",
         "slice",
@@ -282,7 +206,7 @@ def _comparison_table(analysis: Analysis, colors: dict[str, str]) -> str:
     for c in analysis.comparisons:
         mult = "<br>".join(
             f"{m.axis}: {'∞' if m.value == math.inf else (format_number(m.value) + '×' if m.value is not None else 'n/a')}"
-            + (f" <small>{_e(format_ci(m.ci))}</small>" if m.ci else "")
+            + (f" <small>{page.escape(format_ci(m.ci))}</small>" if m.ci else "")
             for m in c.multipliers
         )
         cross = (
@@ -301,22 +225,25 @@ def _comparison_table(analysis: Analysis, colors: dict[str, str]) -> str:
         rows.append(
             (
                 [
-                    _e(c.form),
-                    _e(slice_label(c.slice) or "all"),
-                    _e(PARAM_SYMBOLS[c.exponent]),
-                    _swatch(group_label(c.first), colors),
-                    _e(format_number(c.first_value)) + f"<br><small>{_e(format_ci(c.first_ci))}</small>",
-                    _swatch(group_label(c.second), colors),
-                    _e(format_number(c.second_value)) + f"<br><small>{_e(format_ci(c.second_ci))}</small>",
-                    _e(format_number(c.difference)) + f"<br><small>{_e(format_ci(c.difference_ci))}</small>",
-                    f"<b>{_e(verdict)}</b>" if c.faster is not None else _e(verdict),
+                    page.escape(c.form),
+                    page.escape(slice_label(c.slice) or "all"),
+                    page.escape(PARAM_SYMBOLS[c.exponent]),
+                    page.swatch(group_label(c.first), colors),
+                    page.escape(format_number(c.first_value))
+                    + f"<br><small>{page.escape(format_ci(c.first_ci))}</small>",
+                    page.swatch(group_label(c.second), colors),
+                    page.escape(format_number(c.second_value))
+                    + f"<br><small>{page.escape(format_ci(c.second_ci))}</small>",
+                    page.escape(format_number(c.difference))
+                    + f"<br><small>{page.escape(format_ci(c.difference_ci))}</small>",
+                    f"<b>{page.escape(verdict)}</b>" if c.faster is not None else page.escape(verdict),
                     mult or "",
                     cross,
                 ],
                 "",
             )
         )
-    return _table(header, rows, left=(0, 1, 2, 3, 5, 8, 10))
+    return page.table(header, rows, left=(0, 1, 2, 3, 5, 8, 10))
 
 
 def _run_table(analysis: Analysis, colors: dict[str, str]) -> str:
@@ -334,18 +261,18 @@ def _run_table(analysis: Analysis, colors: dict[str, str]) -> str:
         state = row["state"]
         loss = row["loss"]
         reason = row["reason"] if isinstance(row["reason"], str) else ""
-        cells = [_e(r.run_id), _e(state)]
-        cells += [_e(group_label({c: group[c]}).split("=", 1)[-1]) for c in analysis.by]
+        cells = [page.escape(r.run_id), page.escape(state)]
+        cells += [page.escape(group_label({c: group[c]}).split("=", 1)[-1]) for c in analysis.by]
         cells += [
-            _e(format_axis_value("N", row["N"])),
-            _e(format_axis_value("D", row["D"])),
-            _e(format_axis_value("FLOPs", row["FLOPs"])),
-            _e(f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else "—"),
+            page.escape(format_axis_value("N", row["N"])),
+            page.escape(format_axis_value("D", row["D"])),
+            page.escape(format_axis_value("FLOPs", row["FLOPs"])),
+            page.escape(f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else "—"),
         ]
-        cells += [_e(plain_value(runs.loc[runs["run_id"] == r.run_id, a].iloc[0])) for a in extra]
-        cells.append(_e(reason))
+        cells += [page.escape(plain_value(runs.loc[runs["run_id"] == r.run_id, a].iloc[0])) for a in extra]
+        cells.append(page.escape(reason))
         rows.append((cells, "" if state == "finished" else "failed"))
-    table = _table(header, rows, left=(0, 1, len(header) - 1))
+    table = page.table(header, rows, left=(0, 1, len(header) - 1))
     return f'<div class="scroll">{table}</div>'
 
 
@@ -355,8 +282,8 @@ def _notes(analysis: Analysis) -> str:
         where = f"{group_label(f.group)}, {f.form}" + (f" at {slice_label(f.slice)}" if f.slice else "")
         notes += [f"{where}: {m}" for m in f.messages]
     if not notes:
-        return _empty("No warnings.")
-    items = "".join(f"<li>{_e(n)}</li>" for n in notes)
+        return page.empty("No warnings.")
+    items = "".join(f"<li>{page.escape(n)}</li>" for n in notes)
     return f'<details><summary>{len(notes)} note(s) from loading and fitting</summary><ul class="notes">{items}</ul></details>'
 
 
@@ -380,7 +307,7 @@ def _method(analysis: Analysis) -> str:
         "<p>Each group's runs are fitted with the parametric forms "
         "L(N) = E + A·N<sup>−α</sup> (at fixed D, or along the grid's D schedule), L(D) = E + B·D<sup>−β</sup> (at fixed N) and "
         "L(N, D) = E + A·N<sup>−α</sup> + B·D<sup>−β</sup>, N being the number of parameters and D the number of training tokens. "
-        f"{_e(e_text)} Following Hoffmann et al. (2022) and the replication of Besiroglu et al. (2024), each fit minimizes the Huber loss "
+        f"{page.escape(e_text)} Following Hoffmann et al. (2022) and the replication of Besiroglu et al. (2024), each fit minimizes the Huber loss "
         f"(δ = {HUBER_DELTA:g}) of log-space residuals, with the prediction written as a log-sum-exp of log-parameterized terms, "
         "by L-BFGS-B with analytic gradients from a grid of starting points; the best optimum is kept. "
         "IsoFLOP fits (approach 2) take the minimum of a parabola in log N per compute budget and regress log N* on log C. "
@@ -398,17 +325,17 @@ def _measurement_sections(
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """HTML of the mechanism, token-level, probe and critical-γ sections, and their nav entries."""
     html_parts, nav = [], []
-    for item in mechanism_report.sections(analysis, colors):
-        if isinstance(item, mechanism_report.Absent):
-            html_parts.append(_empty(item.note))
+    for item in measurements.sections(analysis, colors):
+        if isinstance(item, measurements.Absent):
+            html_parts.append(page.empty(item.note))
             continue
-        body = "".join(f"<p>{_e(line)}</p>" for line in item.lines)
-        body += "".join(_figure_html(fig, f"fig-{item.anchor}-{i}") for i, fig in enumerate(item.figures))
+        body = "".join(f"<p>{page.escape(line)}</p>" for line in item.lines)
+        body += "".join(page.figure(fig, f"fig-{item.anchor}-{i}") for i, fig in enumerate(item.figures))
         for table in item.tables:
-            caption = f'<p class="lead">{_e(table.caption)}</p>' if table.caption else ""
-            rows = [([_e(cell) for cell in row], "") for row in table.rows]
-            body += caption + f'<div class="scroll">{_table(list(table.header), rows)}</div>'
-        html_parts.append(_section(item.anchor, item.title, body, _e(item.lead)))
+            caption = f'<p class="lead">{page.escape(table.caption)}</p>' if table.caption else ""
+            rows = [([page.escape(cell) for cell in row], "") for row in table.rows]
+            body += caption + f'<div class="scroll">{page.table(list(table.header), rows)}</div>'
+        html_parts.append(page.section(item.anchor, item.title, body, page.escape(item.lead)))
         nav.append((item.anchor, item.title))
     return html_parts, nav
 
@@ -420,10 +347,10 @@ def render_report(analysis: Analysis) -> str:
     title = f"{'Scaling' if analysis.scaling else 'Task'} report: {table.name}"
     created = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     scaling = analysis.scaling  # a task study (train.loss_on=answers) has no law to show
-    sections, nav_items = [_section("summary", "Summary", _summary(analysis))], [("summary", "Summary")]
+    sections, nav_items = [page.section("summary", "Summary", _summary(analysis))], [("summary", "Summary")]
 
     def add(anchor: str, nav_title: str, title: str, body: str, lead: str = "") -> None:
-        sections.append(_section(anchor, title, body, lead))
+        sections.append(page.section(anchor, title, body, lead))
         nav_items.append((anchor, nav_title))
 
     if scaling:
@@ -432,7 +359,7 @@ def render_report(analysis: Analysis) -> str:
             "loss-n",
             "Loss vs N",
             "Loss vs parameters",
-            _figure_html(fig_n, "fig-loss-n") or _empty("No finished run with a usable N and loss."),
+            page.figure(fig_n, "fig-loss-n") or page.empty("No finished run with a usable N and loss."),
             "Points are runs; lines are fits of L(N) per group (darker: more tokens); bands are bootstrap intervals (largest D only when there are several slices).",
         )
         fig_d = figures.loss_figure(analysis, "D", colors)
@@ -440,7 +367,7 @@ def render_report(analysis: Analysis) -> str:
             "loss-d",
             "Loss vs D",
             "Loss vs training tokens",
-            _figure_html(fig_d, "fig-loss-d") or _empty("No finished run with a usable D and loss."),
+            page.figure(fig_d, "fig-loss-d") or page.empty("No finished run with a usable D and loss."),
             "Points are runs; lines are fits of L(D) per group (darker: larger models); bands are bootstrap intervals (largest N only when there are several slices).",
         )
         add(
@@ -463,18 +390,18 @@ def render_report(analysis: Analysis) -> str:
             "exponents",
             "Exponents",
             "Exponents by group",
-            _figure_html(fig_x, "fig-exponents") or _empty("No exponent was fitted."),
+            page.figure(fig_x, "fig-exponents") or page.empty("No exponent was fitted."),
         )
         fig_iso = figures.isoflop_figure(analysis, colors)
         if fig_iso is not None:
-            add("isoflop", "IsoFLOP", "IsoFLOP profiles", _figure_html(fig_iso, "fig-isoflop"))
+            add("isoflop", "IsoFLOP", "IsoFLOP profiles", page.figure(fig_iso, "fig-isoflop"))
     fig_t = figures.training_curves_figure(analysis, colors)
     add(
         "curves",
         "Training curves",
         "Training curves",
-        _figure_html(fig_t, "fig-curves")
-        or _empty("No loss histories in this input (a CSV carries final losses only)."),
+        page.figure(fig_t, "fig-curves")
+        or page.empty("No loss histories in this input (a CSV carries final losses only)."),
     )
     if scaling:
         fig_r = figures.residuals_figure(analysis, colors)
@@ -482,7 +409,7 @@ def render_report(analysis: Analysis) -> str:
             "residuals",
             "Residuals",
             "Residuals",
-            _figure_html(fig_r, "fig-residuals") or _empty("No successful fit."),
+            page.figure(fig_r, "fig-residuals") or page.empty("No successful fit."),
             "A good fit leaves residuals scattered around 0 without a trend in N or D.",
         )
         add(
@@ -514,35 +441,9 @@ def render_report(analysis: Analysis) -> str:
     )
     add("method", "Method", "Method and notes", (_method(analysis) if scaling else "") + _notes(analysis))
     nav = "\n".join(f'<a href="#{a}">{t}</a>' for a, t in nav_items)
-    meta = f"Source: {_e(table.source)} · generated {created} · bootstrap {analysis.n_bootstrap} resamples, seed {analysis.seed}"
+    meta = f"Source: {page.escape(table.source)} · generated {created} · bootstrap {analysis.n_bootstrap} resamples, seed {analysis.seed}"
     footer = "gammaray scaling report. Machine-readable results: <code>fit.json</code> and <code>fits.csv</code> beside this file."
-    return html_page(title, meta, nav, sections, footer)
-
-
-def html_page(title: str, meta: str, nav: str, sections: Sequence[str], footer: str) -> str:
-    """A whole report page: plotly.js inlined once in the head (every figure shares it), the
-    CSS, a header with ``meta``, the ``nav`` links, the sections and the footer. ``title`` is
-    text; ``meta``, ``nav``, ``sections`` and ``footer`` are HTML, escaped by the caller."""
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_e(title)}</title>
-<style>{CSS}</style>
-<script type="text/javascript">{get_plotlyjs()}</script>
-</head>
-<body>
-<main>
-<header><h1>{_e(title)}</h1>
-<div class="meta">{meta}</div></header>
-<nav>{nav}</nav>
-{"".join(sections)}
-<footer>{footer}</footer>
-</main>
-</body>
-</html>
-"""
+    return page.document(title, meta, nav, sections, footer)
 
 
 def key_figures(analysis: Analysis) -> list[tuple[str, Any]]:
@@ -557,8 +458,8 @@ def key_figures(analysis: Analysis) -> list[tuple[str, Any]]:
         found += [(f"gap-{i}", figures.gap_figure(gap, colors)) for i, gap in enumerate(analysis.gaps[:3])]
         found.append(("holdout", figures.holdout_figure(headline_predictions(analysis), colors)))
     found.append(("curves", figures.training_curves_figure(analysis, colors)))
-    for item in mechanism_report.sections(analysis, colors):
-        if not isinstance(item, mechanism_report.Absent):
+    for item in measurements.sections(analysis, colors):
+        if not isinstance(item, measurements.Absent):
             found += [(f"{item.anchor}-{i}", fig) for i, fig in enumerate(item.figures)]
     return [(name, fig) for name, fig in found if fig is not None]
 

@@ -25,10 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.bootstrap import cell_ids
-from analysis.fit import n_distinct
+from analysis.fitting.bootstrap import cell_ids
+from analysis.fitting.fit import n_distinct
+from analysis.fitting.slices import locked_together
 from analysis.labels import AXIS_NOUNS, format_ci, format_number, group_label, plain_value
-from analysis.slices import locked_together
 
 TREND_AXES = ("N", "D", "FLOPs")
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from analysis.figures import _layout
 from analysis.load import GAMMA_KEYS, RunTable
-from analysis.mechanism import final_values
+from analysis.measures.mechanism import final_values
 
 DEPTH_KEY = "model.n_layers"
 SEEN_METRIC = "probe/seen_accuracy"
@@ -113,46 +110,3 @@ def table_phase_diagram(table: RunTable) -> PhaseDiagram | None:
     finished = table.finished
     final = final_values(table.histories, [*PHASE_METRICS, SEEN_METRIC]).reindex(finished["run_id"])
     return phase_cells(finished, final)
-
-
-def phase_figure(diagram: PhaseDiagram) -> go.Figure:
-    """Two heatmaps over γ (x) × depth (y), colour = mean rate, text = mean ± sd (n seeds)."""
-    cells = diagram.cells
-    fig = make_subplots(
-        rows=1, cols=len(PHASE_METRICS), subplot_titles=list(PHASE_METRICS.values()), horizontal_spacing=0.12
-    )
-    for column, metric in enumerate(PHASE_METRICS, start=1):
-        mean = cells[(metric, "mean")].unstack("gamma")
-        spread = cells[(metric, "std")].unstack("gamma").fillna(0.0)
-        count = cells[(metric, "count")].unstack("gamma")
-        text = [
-            [f"{m:.2f} ± {s:.2f} ({int(n)})" if pd.notna(m) else "" for m, s, n in zip(mr, sr, nr)]
-            for mr, sr, nr in zip(mean.to_numpy(), spread.to_numpy(), count.fillna(0).to_numpy())
-        ]
-        fig.add_trace(
-            go.Heatmap(
-                x=[f"{g:g}" for g in mean.columns],
-                y=[f"{int(d)}" for d in mean.index],
-                z=mean.to_numpy(),
-                text=text,
-                texttemplate="%{text}",
-                zmin=0.0,
-                zmax=1.0,
-                colorscale="Viridis",
-                showscale=column == len(PHASE_METRICS),
-                colorbar={"title": "rate"},
-                hovertemplate="γ=%{x}, depth=%{y}: %{text}<extra></extra>",
-            ),
-            row=1,
-            col=column,
-        )
-    _layout(
-        fig,
-        "Held-out pair over γ × depth (competent runs: mean ± sd over seeds, n in brackets)",
-        "γ",
-        "depth (layers)",
-        log_x=False,
-        log_y=False,
-        height=440,
-    )
-    return fig.update_xaxes(type="category").update_yaxes(type="category")

@@ -16,9 +16,9 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from analysis.analyze import Analysis, plain_value
-from analysis.fit import FitResult
-from analysis.gap import GapComparison
-from analysis.holdout import HoldoutPrediction
+from analysis.fitting.fit import FitResult
+from analysis.fitting.gap import GapComparison
+from analysis.fitting.holdout import HoldoutPrediction
 from analysis.labels import FORM_TITLES, PARAM_SYMBOLS, format_axis_value, group_label, slice_label
 
 # Okabe & Ito's colour-blind-safe palette (yellow dropped: unreadable on white).
@@ -55,7 +55,7 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def _layout(
+def apply_layout(
     fig: go.Figure,
     title: str,
     x_title: str,
@@ -212,7 +212,7 @@ def loss_figure(analysis: Analysis, axis: str, colors: dict[str, str]) -> go.Fig
             )
         )
     title = f"Final loss vs {axis}: {FORM_TITLES[form]}" + (" (joint fit shown)" if fallback and fits else "")
-    _layout(fig, title, AXIS_TITLES[axis], "final eval loss (nats)")
+    apply_layout(fig, title, AXIS_TITLES[axis], "final eval loss (nats)")
     # The axes follow the runs, not the bands: a wide band at an extrapolated end would
     # otherwise squash every point into a sliver.
     losses = finished["loss"].to_numpy(float)
@@ -302,7 +302,7 @@ def exponent_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | N
             )
         )
     level = f"{analysis.ci_level:.0%} CI" if analysis.n_bootstrap else "no bootstrap"
-    return _layout(
+    return apply_layout(
         fig,
         f"Exponents by group (error bars: {level})",
         x_title,
@@ -367,7 +367,7 @@ def training_curves_figure(analysis: Analysis, colors: dict[str, str]) -> go.Fig
         shown.add(label)
     if not fig.data:
         return None
-    return _layout(
+    return apply_layout(
         fig,
         f"Training curves ({metric}; dotted: not finished)",
         AXIS_TITLES["tokens" if use_tokens else "step"],
@@ -418,7 +418,7 @@ def residuals_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | 
             shown.add(label)
         fig.add_hline(y=0, line={"color": "#888", "width": 1}, row=1, col=col)
         fig.update_xaxes(title_text=AXIS_TITLES["D" if form == "d" else "N"], row=1, col=col)
-    _layout(fig, "Residuals: log(observed / fitted loss)", "", "", log_y=False, height=400)
+    apply_layout(fig, "Residuals: log(observed / fitted loss)", "", "", log_y=False, height=400)
     for col, form in enumerate(forms, start=1):
         fig.update_xaxes(title_text=AXIS_TITLES["D" if form == "d" else "N"], row=1, col=col)
     fig.update_yaxes(title_text="log residual", row=1, col=1)
@@ -500,7 +500,7 @@ def isoflop_figure(analysis: Analysis, colors: dict[str, str]) -> go.Figure | No
                 row=1,
                 col=2,
             )
-    _layout(fig, "IsoFLOP analysis (Hoffmann et al. 2022, approach 2)", "", "")
+    apply_layout(fig, "IsoFLOP analysis (Hoffmann et al. 2022, approach 2)", "", "")
     fig.update_xaxes(title_text=AXIS_TITLES["N"], row=1, col=1)
     fig.update_yaxes(title_text="final eval loss (nats)", type="linear", row=1, col=1)
     fig.update_xaxes(title_text=AXIS_TITLES["FLOPs"], row=1, col=2)
@@ -565,7 +565,7 @@ def gap_figure(gap: GapComparison, colors: dict[str, str]) -> go.Figure | None:
         )
     fig.add_hline(y=0, line={"color": "#888", "width": 1})
     title = f"Loss gap per cell: loss({two}) − loss({one}); above 0, {one} is lower"
-    return _layout(fig, title, AXIS_TITLES[axis], "loss gap (nats)", log_y=False, height=420)
+    return apply_layout(fig, title, AXIS_TITLES[axis], "loss gap (nats)", log_y=False, height=420)
 
 
 def holdout_figure(predictions: Sequence[HoldoutPrediction], colors: dict[str, str]) -> go.Figure | None:
@@ -644,7 +644,7 @@ def holdout_figure(predictions: Sequence[HoldoutPrediction], colors: dict[str, s
                 hovertemplate=f"measured %{{y:.4f}}, predicted {p.predicted:.4f}<extra>{label}</extra>",
             )
         )
-    return _layout(
+    return apply_layout(
         fig,
         "Hold-out: the largest runs against the law fitted without them",
         AXIS_TITLES["N"],

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from analysis.fit import FORM_PARAMS, FitResult, n_distinct
-from analysis.slices import FLOPS_REL_TOL, cluster_values
+from analysis.fitting.fit import FORM_PARAMS, FitResult, n_distinct
+from analysis.fitting.slices import FLOPS_REL_TOL, cluster_values
 
 MIN_DISTINCT_N = 3  # a parabola needs three distinct sizes
 

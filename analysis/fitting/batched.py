@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.objective import HUBER_DELTA, Layout, log_terms
+from analysis.fitting.objective import HUBER_DELTA, Layout, log_terms
 
 
 def _residuals_and_jacobian(

@@ -7,7 +7,7 @@ and ``probe/<metric>`` histories of the composite reasoning probe. This module t
 bootstrap intervals, and the critical-γ summary. Pure pandas and numpy.
 
 Runs are compared at matched (N, D): a *cell* is a pair of N and D clusters
-(:func:`analysis.slices.cluster_values`, values within 5%), and a comparison between groups
+(:func:`analysis.fitting.slices.cluster_values`, values within 5%), and a comparison between groups
 uses only cells both hold. Bootstrap draws resample the cells, and the runs (seeds) within each
 cell and group, with replacement: the interval covers both the spread over model and data
 sizes and seed noise.
@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.bootstrap import DEFAULT_CI_LEVEL, percentile_ci
+from analysis.fitting.bootstrap import DEFAULT_CI_LEVEL, percentile_ci
+from analysis.fitting.slices import cluster_values
 from analysis.labels import AXIS_SYMBOLS, group_label, plain_value
-from analysis.slices import cluster_values
 
 TOKEN_BUCKETS = ("trivial", "context", "other")
 PROBE_METRICS = ("probe/seen_accuracy", "probe/heldout_compositional", "probe/heldout_mirrored")
