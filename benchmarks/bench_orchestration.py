@@ -40,8 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from orchestrator.cluster import connect, disconnect
-from orchestrator.plan import Capacity, concurrent_runs
-from orchestrator.spec import expand
+from orchestrator.grids.estimate import Capacity, concurrent_runs
+from orchestrator.grids.expand import expand
 from orchestrator.submit import plan, run
 from orchestrator.worker import train_point
 
@@ -91,7 +91,7 @@ class workspace:
 def alone_specs(grid_file: Path, folder: Path, sample: int | None) -> list:
     """The grid's runs to time alone (all, or ``sample`` of them spread over the grid), their run
     folders in the workspace ``folder``."""
-    from orchestrator.grid import load_grid
+    from orchestrator.grids.parse import load_grid
 
     with workspace(folder):
         specs = expand(load_grid(grid_file), folder)
@@ -103,7 +103,7 @@ def warm_up(grid_file: Path, folder: Path) -> None:
     torch._dynamo that the first optimizer pulls in, data tables) that the grid's workers pay
     once each; the reference is what a run costs in a warm process. A tenth of the tokens pays
     them all."""
-    from orchestrator.grid import load_grid
+    from orchestrator.grids.parse import load_grid
 
     folder.mkdir(parents=True)
     grid = yaml.safe_load(grid_file.read_text())
@@ -152,7 +152,7 @@ def cpu_seconds() -> dict[str, float]:
 
 def create_store(grid_file: Path, folder: Path) -> float:
     """Seconds to create the workspace's tracking database (once per workspace)."""
-    from orchestrator.tracking import Store
+    from orchestrator.tracking.store import Store
 
     with workspace(folder):
         start = time.perf_counter()

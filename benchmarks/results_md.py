@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from targets import TARGETS
+
 
 def rewrite_generated(path: Path, suite: str, document: dict) -> None:
     begin, end = f"<!-- generated:{suite}:begin -->", f"<!-- generated:{suite}:end -->"
@@ -37,8 +39,6 @@ def render(document: dict) -> str:
         "",
     ]
     if document["figures"]:
-        from run import TARGETS  # the runner's table of targets
-
         lines += ["| figure | value | target | met |", "| --- | --- | --- | --- |"]
         for key, value in document["figures"].items():
             target, sense = TARGETS[key]

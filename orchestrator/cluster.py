@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.plan import Capacity
+from orchestrator.grids.estimate import Capacity
 
 NAMESPACE = "gammaray"
 # Only small objects (specs, result dicts) cross Ray: a small object store is plenty.

@@ -13,10 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TextIO
 
-from orchestrator.plan import CPU_FLOPS_PER_CORE, GPU_FLOPS_PER_DEVICE, estimate_seconds, makespan_seconds
-from orchestrator.recorder import Live
-from orchestrator.spec import RunSpec
-from orchestrator.tables import format_duration
+from orchestrator.cli.tables import format_duration
+from orchestrator.grids.estimate import (
+    CPU_FLOPS_PER_CORE,
+    GPU_FLOPS_PER_DEVICE,
+    estimate_seconds,
+    makespan_seconds,
+)
+from orchestrator.grids.expand import RunSpec
+from orchestrator.tracking.recorder import Live
 
 TTY_INTERVAL_S = 0.5
 PLAIN_INTERVAL_S = 15.0

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.plan import Capacity, largest_first
+from orchestrator.grids.estimate import Capacity, largest_first
+from orchestrator.grids.expand import RunSpec
 from orchestrator.progress import Progress, describe_result, snapshot
-from orchestrator.recorder import Recorder
-from orchestrator.spec import RunSpec
-from orchestrator.tracking import one_line
+from orchestrator.tracking.recorder import Recorder
+from orchestrator.tracking.store import one_line
 from orchestrator.worker import GangWorkerDied, ended_tasks, read_attempts, remote_function
 from trainers.run_folder import SUMMARY_FILE
 
@@ -305,6 +305,6 @@ class Scheduler:
         return {**self.recorder.specs, **self.specs}
 
     def _slots(self) -> int:
-        from orchestrator.plan import concurrent_runs
+        from orchestrator.grids.estimate import concurrent_runs
 
         return concurrent_runs(list(self.specs.values()), self.capacity, self.max_parallel) or 1

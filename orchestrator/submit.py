@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from orchestrator.grid import Grid, load_grid
-from orchestrator.plan import Capacity, check_capacity, concurrent_runs, totals
+from orchestrator.grids.estimate import Capacity, check_capacity, concurrent_runs, totals
+from orchestrator.grids.expand import RunSpec, expand
+from orchestrator.grids.parse import Grid, load_grid
 from orchestrator.progress import Progress
-from orchestrator.recorder import Recorder
-from orchestrator.spec import RunSpec, expand
+from orchestrator.tracking.recorder import Recorder
 from trainers.run_folder import RUN_STATES, default_tracking_uri, workspace_dir
 
 FINAL_FLUSH_TRIES = 5  # flushes at the end while the store fails, a second apart
@@ -191,7 +191,7 @@ def run(
 
 
 def _open_store_soon(uri: str) -> Future:
-    from orchestrator.tracking import Store
+    from orchestrator.tracking.store import Store
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gammaray-store")
     future = executor.submit(Store, uri)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.spec import RunSpec
+from orchestrator.grids.expand import RunSpec
 from trainers.run_folder import METRICS_FILE
 
 ATTEMPTS_FILE = "attempts.jsonl"

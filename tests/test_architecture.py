@@ -52,6 +52,11 @@ def _imports(name: str, path: Path) -> list[tuple[str, str, int]]:
                     found.append((full, "", node.lineno))
                 else:
                     found.append((base, alias.name, node.lineno))
+    if name.startswith("benchmarks."):  # scripts that import their siblings by bare name
+        found = [
+            (f"benchmarks.{m}" if f"benchmarks.{m.split('.')[0]}" in MODULES else m, i, n)
+            for m, i, n in found
+        ]
     return [(_target(module), imported, line) for module, imported, line in found if _target(module)]
 
 

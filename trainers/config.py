@@ -28,6 +28,7 @@ from trainers.schema import (
     build,
     defaults_left_out_of_ids,
     flatten,
+    leaf_types,
     not_result,
     result_keys,
     set_dotted,
@@ -157,6 +158,11 @@ class ResolvedRun:
             "train_flops": self.train_flops,
             "entropy_per_token": self.entropy_per_token,
         }
+
+
+def config_keys() -> dict[str, Any]:
+    """Every leaf key of a run config (``model.preset``, ``seed``, ...) and its type hint."""
+    return leaf_types(RunConfig)
 
 
 def load_run_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:

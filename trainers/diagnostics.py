@@ -43,16 +43,13 @@ import collections
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
 from trainers.errors import ConfigError
 from trainers.model import Attention, RMSNorm, SwiGLU
-
-if TYPE_CHECKING:
-    from trainers.config import ResolvedRun
 
 MATRIX_KINDS = ("attention", "mlp", "embedding")
 MATRIX_METRICS = ("effective_rank", "effective_rank_frac", "stable_rank", "condensation", "abs_cosine")
@@ -139,10 +136,6 @@ class EvalSchedule:
 
     eval_every: int  # steps between the loop's evals
     every_evals: int
-
-    @classmethod
-    def of(cls, run: ResolvedRun) -> EvalSchedule:
-        return cls(eval_every=run.eval_every, every_evals=run.config.diag.every_evals)
 
     def due(self, step: int, final: bool) -> bool:
         # From the step, not a call count, so a resumed run measures at the same evals.

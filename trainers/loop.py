@@ -20,7 +20,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from trainers.backends import Backend, make_backend
+from trainers.backends import make_backend
+from trainers.backends.common import Backend
 from trainers.callbacks import Callback
 from trainers.checkpoint import latest_checkpoint, read_meta, save_checkpoint
 from trainers.config import ResolvedRun, RunConfig, dump_yaml, resolve

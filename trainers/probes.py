@@ -34,7 +34,7 @@ def build_probes(run: ResolvedRun, source: TokenSource) -> list[Probe]:
     diag = run.config.diag
     if not diag.enabled:
         return []
-    schedule = EvalSchedule.of(run)
+    schedule = EvalSchedule(eval_every=run.eval_every, every_evals=run.config.diag.every_evals)
     probes: list[Probe] = []
     sink_tokens = None
     if diag.sink_sequences and source.seq_len >= 2:

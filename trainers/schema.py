@@ -91,6 +91,19 @@ def set_dotted(nested: dict[str, Any], dotted_key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
+    """Dotted name → type hint of every leaf field of ``cls`` (recursively)."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):
+        hint = hints[field.name]
+        if dataclasses.is_dataclass(hint):
+            out.update(leaf_types(hint, f"{prefix}{field.name}."))
+        else:
+            out[f"{prefix}{field.name}"] = hint
+    return out
+
+
 def result_keys(cls: type) -> set[str]:
     """Dotted names of every field of ``cls`` (recursively) that changes a run's result."""
     keys: set[str] = set()

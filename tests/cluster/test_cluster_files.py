@@ -279,7 +279,7 @@ def clis() -> dict[str, click.Group]:
     from mlflow.cli import cli as mlflow_cli
     from ray.scripts.scripts import cli as ray_cli
 
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     return {"gammaray": main, "ray": ray_cli, "mlflow": mlflow_cli}
 
@@ -306,7 +306,7 @@ def parse(group: click.Group, tool: str, words: tuple[str, ...]) -> click.Contex
         and "--detach" in words
         and not _has_option(command, "--detach")
     ):
-        # TODO: `submit --detach` is being added to orchestrator/commands.py; drop this once it is there.
+        # TODO: `submit --detach` is being added to orchestrator/cli/commands.py; drop this once it is there.
         words.remove("--detach")
     return command.make_context(name, words, parent=parent)
 

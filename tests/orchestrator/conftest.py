@@ -40,7 +40,7 @@ TINY = {
 def mlflow_template(tmp_path_factory) -> Path:
     """An empty MLflow SQLite store. Creating one runs MLflow's schema migrations (seconds);
     tests copy this file instead (``fresh_store``)."""
-    from orchestrator.tracking import Store
+    from orchestrator.tracking.store import Store
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     Store(f"sqlite:///{path}")

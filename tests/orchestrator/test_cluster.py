@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.replay import record_metrics
-from orchestrator.status import grid_status
+from orchestrator.tracking.replay import record_metrics
+from orchestrator.tracking.status import grid_status
 from orchestrator.worker import read_attempts
 from tests.orchestrator.conftest import (
     connected,

@@ -13,10 +13,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from orchestrator.errors import GridError
-from orchestrator.grid import load_grid
-from orchestrator.spec import expand
+from orchestrator.grids.expand import expand
+from orchestrator.grids.parse import load_grid
 from trainers.config import config_from_mapping, resolve, run_id
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import time
 
 from click.testing import CliRunner
 
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from tests.conftest import run_cli
 from tests.orchestrator.conftest import fresh_store, write_grid
 
@@ -57,7 +57,7 @@ WARM_UP_PROBE = """
 import json, os, sys, time
 import ray
 from orchestrator.cluster import connect, disconnect
-from orchestrator.plan import Capacity
+from orchestrator.grids.estimate import Capacity
 
 cluster = connect(None, Capacity(cpus=2, gpus=0, node_cpus=2, node_gpus=0, source="this machine"), warm_workers=2)
 

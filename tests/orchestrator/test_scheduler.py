@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.replay import record_metrics
-from orchestrator.status import grid_status, request_cancel
+from orchestrator.tracking.replay import record_metrics
+from orchestrator.tracking.status import grid_status, request_cancel
 from orchestrator.worker import read_attempts
 from tests.orchestrator.conftest import connected, fresh_store, start_cluster, submit, wait_for, write_grid
 from trainers.callbacks import read_jsonl
@@ -174,7 +174,7 @@ def test_resubmit_trains_nothing_and_duplicates_nothing(four, cluster):
 def test_status_command_reads_the_store(four):
     from click.testing import CliRunner
 
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     _, _, outcome = four
     result = CliRunner().invoke(main, ["status", "four", "--tracking-uri", outcome.tracking_uri, "--json"])
@@ -191,7 +191,7 @@ def test_status_command_reads_the_store(four):
 def test_status_of_an_unknown_grid_is_one_line(four):
     from click.testing import CliRunner
 
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     _, _, outcome = four
     result = CliRunner().invoke(main, ["status", "nope", "--tracking-uri", outcome.tracking_uri])

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.grid import load_grid
-from orchestrator.recorder import Recorder
-from orchestrator.replay import Cursor, JsonlTail, pending_batches, record_metrics
-from orchestrator.spec import expand
-from orchestrator.status import grid_status, request_cancel
-from orchestrator.tracking import Store
+from orchestrator.grids.expand import expand
+from orchestrator.grids.parse import load_grid
+from orchestrator.tracking.recorder import Recorder
+from orchestrator.tracking.replay import Cursor, JsonlTail, pending_batches, record_metrics
+from orchestrator.tracking.status import grid_status, request_cancel
+from orchestrator.tracking.store import Store
 from tests.orchestrator.conftest import fresh_store, write_grid
 from trainers.callbacks import read_jsonl
 
@@ -348,7 +348,7 @@ def test_status_without_a_store_is_a_one_line_error(tmp_path):
 def test_mlflow_ui_command_serves_the_workspace_store(tmp_path, mlflow_template):
     from click.testing import CliRunner
 
-    from orchestrator.cli import main
+    from orchestrator.cli.main import main
 
     uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
     result = CliRunner().invoke(

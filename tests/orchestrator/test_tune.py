@@ -18,12 +18,12 @@ import yaml
 from click.testing import CliRunner
 
 from analysis.tune_rule import TunedGroup, fit_size_rules, power_law_fit
-from orchestrator.cli import main
+from orchestrator.cli.main import main
 from orchestrator.errors import GridError
-from orchestrator.grid import load_grid
-from orchestrator.tune import objective
-from orchestrator.tune_plan import make_plan
-from orchestrator.tune_studies import PRUNE_WARMUP
+from orchestrator.grids.parse import load_grid
+from orchestrator.tuning.driver import objective
+from orchestrator.tuning.plan import make_plan
+from orchestrator.tuning.studies import PRUNE_WARMUP
 from orchestrator.worker import read_attempts, train_point
 from tests.orchestrator.conftest import connected, start_cluster, write_grid
 from trainers.run_folder import workspace_dir

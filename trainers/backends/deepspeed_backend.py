@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from trainers.backends import compile_if_asked, pick_device, pick_dtype
+from trainers.backends.common import compile_if_asked, pick_device, pick_dtype
 from trainers.config import ResolvedRun
 from trainers.distributed import DistInfo
 from trainers.optim import build_optimizer

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GridError
-from orchestrator.grid import TOKEN_KEYS, Grid, Point, Resources
+from orchestrator.grids.parse import TOKEN_KEYS, Grid, Point, Resources
 from trainers.config import RunConfig, config_from_mapping, resolve
 from trainers.errors import ConfigError
 from trainers.schema import flatten, set_dotted, to_dict

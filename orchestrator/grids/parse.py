@@ -19,25 +19,23 @@ A grid file is YAML::
       params: {optim.lr: "log:1e-4:3e-2"}
 
 This module checks what can be checked without building run configs (keys, types, empty or
-repeated axis values, zip lengths); ``orchestrator.spec`` builds and resolves every point.
+repeated axis values, zip lengths); ``orchestrator.grids.expand`` builds and resolves every point.
 Every problem is a :class:`GridError` naming the file, the key and the index.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import itertools
 import re
-import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GridError
-from orchestrator.tune_space import TuneSettings, parse_section
-from trainers.config import RunConfig, parse_override, read_yaml_mapping
+from orchestrator.tuning.space import TuneSettings, parse_section
+from trainers.config import config_keys, parse_override, read_yaml_mapping
 from trainers.errors import ConfigError
 
 GRID_KEYS = ("name", "description", "base", "axes", "zip", "resources", "max_parallel", "retries", "tune")
@@ -98,7 +96,7 @@ class Grid:
     retries: int = DEFAULT_RETRIES
     description: str = ""
     overridden: tuple[str, ...] = ()  # base keys set by --set rather than by the file
-    tune: TuneSettings | None = None  # the optional tune: section (orchestrator.tune_space)
+    tune: TuneSettings | None = None  # the optional tune: section (orchestrator.tuning.space)
 
     def points(self) -> list[Point]:
         """Every point of the grid: the cartesian product of the axes and the zip groups."""
@@ -123,11 +121,6 @@ class Grid:
                 )
             )
         return points
-
-
-def config_keys() -> dict[str, Any]:
-    """Every leaf key of a run config (``model.preset``, ``seed``, ...) and its type hint."""
-    return _leaves(RunConfig)
 
 
 def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
@@ -392,15 +385,3 @@ def _suggest(word: str, choices: Iterable[str]) -> str:
 
 def _first_leaf(section: str, keys: Mapping[str, Any]) -> str:
     return next(k[len(section) + 1 :] for k in keys if k.startswith(section + "."))
-
-
-def _leaves(cls: type, prefix: str = "") -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
-            out.update(_leaves(hint, f"{prefix}{f.name}."))
-        else:
-            out[f"{prefix}{f.name}"] = hint
-    return out

@@ -1,6 +1,6 @@
 """The orchestrator's commands: ``submit``, ``status``, ``cancel`` and ``mlflow-ui``.
 
-They register themselves on the ``gammaray`` group of ``orchestrator.cli``. Every user error
+They register themselves on the ``gammaray`` group of ``orchestrator.cli.main``. Every user error
 (a bad grid, an unknown grid, a missing store) is one line on stderr and exit code 2; with
 ``--json`` the last line of stdout is one JSON document. ``submit`` exits 1 when a run failed
 or the tracking store could not be written (the JSON says which), 0 otherwise.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from orchestrator.cli_support import (
+from orchestrator.cli.support import (
     fail,
     json_option,
     print_json,
@@ -68,10 +68,10 @@ def submit(
     goes to stderr. --set KEY=VALUE overrides a base config key (or name, max_parallel,
     retries, resources.cpus/gpus/processes).
     """
+    from orchestrator.cli.tables import format_plan, plan_rows
     from orchestrator.ray_job import is_job_address, require_cluster_workspace
     from orchestrator.submit import plan as make_plan
     from orchestrator.submit import run
-    from orchestrator.tables import format_plan, plan_rows
 
     if detach and not is_job_address(address):
         fail("--detach: only with --address http://HEAD:8265 (a grid submitted as a Ray Job)")
@@ -86,7 +86,7 @@ def submit(
     )
     if dry_run:
         from orchestrator.errors import GridError
-        from orchestrator.plan import check_capacity
+        from orchestrator.grids.estimate import check_capacity
 
         if address is None:
             try:
@@ -185,8 +185,8 @@ def _submit_as_job(
 @user_errors
 def status(grid: str, tracking_uri: str | None, as_json: bool) -> None:
     """Show the runs of GRID (a grid name or grid file) from the tracking store."""
-    from orchestrator.status import grid_status
-    from orchestrator.tables import format_status
+    from orchestrator.cli.tables import format_status
+    from orchestrator.tracking.status import grid_status
 
     document = grid_status(_uri(tracking_uri), _grid_name(grid))
     if as_json:
@@ -206,7 +206,7 @@ def cancel(grid: str, tracking_uri: str | None, as_json: bool) -> None:
     They are marked cancelled in the tracking store; a running driver stops their Ray tasks
     within seconds. Checkpoints are kept: submitting the grid again resumes them.
     """
-    from orchestrator.status import request_cancel
+    from orchestrator.tracking.status import request_cancel
 
     uri, name = _uri(tracking_uri), _grid_name(grid)
     cancelled = request_cancel(uri, name)
@@ -229,7 +229,7 @@ def mlflow_ui(tracking_uri: str | None, host: str, port: int, print_command: boo
     """Open the MLflow UI on the workspace's tracking store (or --tracking-uri)."""
     import shlex
 
-    from orchestrator.tracking import ui_command
+    from orchestrator.tracking.store import ui_command
 
     uri = _uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -261,6 +261,6 @@ def _grid_name(grid: str) -> str:
 
 
 def _duration(seconds: float) -> str:
-    from orchestrator.tables import format_duration
+    from orchestrator.cli.tables import format_duration
 
     return format_duration(seconds)

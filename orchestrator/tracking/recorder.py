@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.errors import GridError
-from orchestrator.replay import JsonlTail, latest, pending_batches
-from orchestrator.spec import RunSpec
-from orchestrator.tracking import (
+from orchestrator.grids.expand import RunSpec
+from orchestrator.tracking.replay import JsonlTail, latest, pending_batches
+from orchestrator.tracking.store import (
     TAG_ARTIFACTS,
     TAG_ATTEMPTS,
     TAG_CANCEL,

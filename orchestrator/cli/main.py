@@ -12,9 +12,9 @@ from pathlib import Path
 import click
 
 from analysis.cli import fit_command, report_command
-from orchestrator.cli_support import json_option, print_json, set_option, user_errors
-from orchestrator.commands import cancel, mlflow_ui, status, submit
-from orchestrator.tune_command import tune
+from orchestrator.cli.commands import cancel, mlflow_ui, status, submit
+from orchestrator.cli.support import json_option, print_json, set_option, user_errors
+from orchestrator.cli.tune import tune
 from trainers.run_folder import METRICS_FILE, workspace_dir
 
 
@@ -81,7 +81,7 @@ def inspect(run_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
     click.echo(format_report(report))
 
 
-# Grids (orchestrator.commands) and analysis (which imports neither torch nor ray).
+# Grids (orchestrator.cli.commands) and analysis (which imports neither torch nor ray).
 for command in (submit, status, cancel, mlflow_ui, tune, fit_command, report_command):
     main.add_command(command)
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GridError
-from orchestrator.grid import TOKEN_KEYS, Grid, Point, load_grid
-from orchestrator.spec import RunSpec, derived_numbers, expand
-from orchestrator.tune_space import (
+from orchestrator.grids.expand import RunSpec, derived_numbers, expand
+from orchestrator.grids.parse import TOKEN_KEYS, Grid, Point, load_grid
+from orchestrator.tuning.space import (
     DEFAULT_METRIC,
     Param,
     TuneSettings,

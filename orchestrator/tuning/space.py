@@ -18,7 +18,7 @@ A grid's optional ``tune:`` section holds the defaults the flags override::
 
 Syntax and keys are checked here (the key against the trainer's typed config); whether the
 bounds are valid values of the key is checked against each study's config by
-``orchestrator.tune_plan``. Every problem is a :class:`GridError` naming the parameter.
+``orchestrator.tuning.plan``. Every problem is a :class:`GridError` naming the parameter.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from orchestrator.errors import GridError
+from trainers.config import config_keys
 
 ParamKind = Literal["log", "float", "int", "choice"]
 KINDS: tuple[str, ...] = ("log", "float", "int", "choice")
@@ -205,7 +206,6 @@ def check_params(
 
 def check_key(key: str, where: str, searched: bool = True) -> None:
     """A config key; when ``searched``, also one that changes a run's result and that a trial may set."""
-    from orchestrator.grid import config_keys
     from trainers.config import RunConfig
     from trainers.schema import result_keys
 
@@ -227,8 +227,6 @@ def check_key(key: str, where: str, searched: bool = True) -> None:
 
 
 def _key_type(key: str) -> Any:
-    from orchestrator.grid import config_keys
-
     return config_keys()[key]
 
 

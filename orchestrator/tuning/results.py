@@ -17,13 +17,23 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from orchestrator.tune_plan import TunePlan
-from orchestrator.tune_studies import StudyState
+from orchestrator.tuning.plan import TunePlan
+from orchestrator.tuning.studies import StudyState
 from trainers.run_folder import workspace_dir
 
 if TYPE_CHECKING:
     from analysis.tune_rule import SizeRule
-    from orchestrator.tune import CallCounts
+
+
+@dataclass
+class CallCounts:
+    """What one call did, across studies."""
+
+    trained: int = 0  # runs that reached a result here (trials that reused a run do not count)
+    reused: int = 0  # trials told from a run finished before
+    pruned: int = 0
+    failed: int = 0
+
 
 BEST_FILE = "best.yaml"
 # Config keys that set a model's size: groups that differ only in these share one size rule.

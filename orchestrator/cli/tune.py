@@ -1,6 +1,6 @@
 """The ``gammaray tune`` command: Optuna studies over a grid's points, trials trained on Ray.
 
-Registers itself on the ``gammaray`` group of ``orchestrator.cli``. A user error (a bad grid,
+Registers itself on the ``gammaray`` group of ``orchestrator.cli.main``. A user error (a bad grid,
 parameter, per key or storage URL) is one line on stderr and exit code 2, before any study is
 created or run launched. Progress goes to stderr, one line per finished trial; stdout gets the
 best values and the rule, and with ``--json`` one JSON document as its last line. Exits 1 when
@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from orchestrator.cli_support import (
+from orchestrator.cli.support import (
     fail,
     json_option,
     print_json,
@@ -69,9 +69,9 @@ def tune(
     best values as a grid snippet (<workspace>/tune/<grid>/best.yaml), a size rule across model
     sizes, and a report (<workspace>/reports/<grid>-tune.html).
     """
-    from orchestrator.tune import run
-    from orchestrator.tune_plan import make_plan
-    from orchestrator.tune_results import format_summary
+    from orchestrator.tuning.driver import run
+    from orchestrator.tuning.plan import make_plan
+    from orchestrator.tuning.results import format_summary
 
     if address and address.startswith(("http://", "https://")):
         fail(

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import GridError
-from orchestrator.grid import Grid
-from orchestrator.spec import RunSpec
+from orchestrator.grids.expand import RunSpec
+from orchestrator.grids.parse import Grid
 
 # Sustained training throughput in FLOP/s (all-matmul count). One core of the 2-core dev VM
 # runs the tiny..400k presets at 22-37 GFLOP/s; 25 GFLOP/s is a round middle.

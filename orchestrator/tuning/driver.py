@@ -1,6 +1,6 @@
 """``gammaray tune``: Optuna studies whose trials are training runs on Ray, pruned as they train.
 
-One study per group of a :class:`~orchestrator.tune_plan.TunePlan`, kept in an Optuna storage
+One study per group of a :class:`~orchestrator.tuning.plan.TunePlan`, kept in an Optuna storage
 (``sqlite:///<workspace>/optuna.db`` by default) under the name ``<grid>/<group key>``. The
 driver asks the studies for trials (ask/tell), as many at once as the cluster holds, and runs
 each trial as a Ray task calling ``orchestrator.worker.train_point`` on the trial's run. While a
@@ -39,19 +39,17 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
-from orchestrator.plan import Capacity
-from orchestrator.replay import JsonlTail, read_records
-from orchestrator.spec import RunSpec
-from orchestrator.tracking import one_line
-from orchestrator.tune_plan import TunePlan, format_value
-from orchestrator.tune_studies import MAX_FAILURES, StudyState
+from orchestrator.grids.estimate import Capacity
+from orchestrator.grids.expand import RunSpec
+from orchestrator.tracking.replay import JsonlTail, read_records
+from orchestrator.tracking.store import one_line
+from orchestrator.tuning.plan import TunePlan, format_value
+from orchestrator.tuning.results import CallCounts, TuneOutcome, write_outcome
+from orchestrator.tuning.studies import MAX_FAILURES, StudyState
 from orchestrator.worker import GangWorkerDied, ended_tasks, remote_function
 from trainers.run_folder import METRICS_FILE
-
-if TYPE_CHECKING:
-    from orchestrator.tune_results import TuneOutcome
 
 POLL_S = 0.5  # how long the loop waits for a task before tailing the running trials
 
@@ -69,16 +67,6 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     reported: dict[int, float] = field(default_factory=dict)  # eval step -> metric told to the trials
     jsonl: JsonlTail | None = None  # its metrics.jsonl, read as it grows (from the first look)
-
-
-@dataclass
-class CallCounts:
-    """What one call did, across studies."""
-
-    trained: int = 0  # runs that reached a result here (trials that reused a run do not count)
-    reused: int = 0  # trials told from a run finished before
-    pruned: int = 0
-    failed: int = 0
 
 
 def objective(
@@ -383,9 +371,8 @@ def run(plan: TunePlan, address: str | None = None, stream: TextIO | None = None
 
     Ray is started (or joined at ``address``) only when some study wants trials.
     """
-    from orchestrator.plan import check_capacity
-    from orchestrator.tune_results import write_outcome
-    from orchestrator.tune_studies import DriverLock, open_storage, open_studies
+    from orchestrator.grids.estimate import check_capacity
+    from orchestrator.tuning.studies import DriverLock, open_storage, open_studies
 
     stream = stream or sys.stderr
     specs = [group.spec for group in plan.groups]

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # status tables must not import torch (through the spec): they are read-only views
-    from orchestrator.spec import RunSpec
+    from orchestrator.grids.expand import RunSpec
 
 # Axes with a column of their own; any other swept key gets a column named by its last segment.
 _FIXED = ("model.preset", "train.tokens", "train.tokens_per_param", "init.gamma", "optim.weight_decay")
@@ -15,7 +15,7 @@ _FIXED = ("model.preset", "train.tokens", "train.tokens_per_param", "init.gamma"
 
 def plan_rows(specs: Sequence[RunSpec], done: Iterable[str]) -> list[dict[str, Any]]:
     """One row per run: id, N, D, γ, λ, FLOPs, estimated seconds, done, plus other swept keys."""
-    from orchestrator.plan import estimate_seconds
+    from orchestrator.grids.estimate import estimate_seconds
 
     done = set(done)
     rows = []

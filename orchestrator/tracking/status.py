@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from orchestrator.tracking import (
+from orchestrator.tracking.store import (
     TAG_CANCEL,
     TAG_DRIVER,
     StoredRun,

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from orchestrator.errors import GridError
-from orchestrator.tracking import one_line
-from orchestrator.tune_plan import Group, TunePlan
+from orchestrator.tracking.store import one_line
+from orchestrator.tuning.plan import Group, TunePlan
 from trainers.run_folder import sqlite_path
 
 MAX_FAILURES = 3  # failed trials after which a study stops asking, in one call

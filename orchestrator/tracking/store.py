@@ -7,7 +7,7 @@ dotted keys plus ``N``, ``N_non_embedding``, ``D``, ``FLOPs``; its metrics are t
 ``train/loss``, ``eval/loss``, ``tokens``, ... and ``tokens_per_s``; its artifacts are
 ``config.yaml``, ``summary.json`` and ``metrics.jsonl``.
 
-Bookkeeping tags: ``gammaray.logged`` (the replay cursor, see ``orchestrator.replay``),
+Bookkeeping tags: ``gammaray.logged`` (the replay cursor, see ``orchestrator.tracking.replay``),
 ``gammaray.attempts``, ``gammaray.cancel_requested`` (written only by ``gammaray cancel``, so a
 driver never overwrites a request), ``gammaray.params_logged``, ``gammaray.artifacts_logged``;
 the experiment's ``gammaray.driver`` tag is the submitting driver's heartbeat.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator.errors import TrackingError
-from orchestrator.replay import Cursor, Metric
+from orchestrator.tracking.replay import Cursor, Metric
 from trainers.run_folder import RESULT_STATES, sqlite_path
 
 TAG_GRID = "gammaray.grid"

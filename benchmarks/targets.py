@@ -1,0 +1,13 @@
+"""The targets the headline figures are measured against: figure → (bound, sense), where the
+sense is "max" when the figure must stay at or below the bound and "min" when at or above it.
+
+``run.py`` checks them and ``results_md.py`` prints them beside the measured values.
+"""
+
+TARGETS = {
+    "trainer_vs_plain": (0.95, "min"),
+    "cpu_mfu": (0.50, "min"),
+    "orchestration_makespan_ratio": (1.15, "max"),
+    "bootstrap_1000_s": (30.0, "max"),
+    "diagnostics_overhead": (0.05, "max"),
+}
