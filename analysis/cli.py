@@ -36,11 +36,11 @@ def _parse_by(by: str | None) -> tuple[str, ...] | None:
 
 
 def _load(grid: str | None, csv_path: str | None, tracking_uri: str | None):
-    from analysis.load import load_csv, load_grid
+    from analysis.load import load_csv, load_grid_runs
 
     if bool(grid) == bool(csv_path):
         raise AnalysisError("give exactly one of --grid NAME or --csv FILE")
-    return load_grid(grid, tracking_uri) if grid else load_csv(csv_path)
+    return load_grid_runs(grid, tracking_uri) if grid else load_csv(csv_path)
 
 
 def _notes(analysis) -> list[str]:

@@ -140,7 +140,7 @@ def load_csv(path: str | Path) -> RunTable:
 # MLflow
 
 
-def load_grid(name: str, tracking_uri: str | None = None) -> RunTable:
+def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
     """Runs of grid ``name`` from the MLflow store at ``tracking_uri`` (default: the workspace's).
 
     Layout: one experiment named after the grid; one MLflow run per grid point, tagged

@@ -1,8 +1,8 @@
 """Dispatching a grid's runs on Ray: largest first, within ``max_parallel`` and the cluster.
 
-Each run is one Ray task named ``<grid>/<run-id>`` (a one-process run), or a gang leader of
-that name with one task per process in a placement group (a multi-process DeepSpeed run), so
-the Ray dashboard lists the grid as it runs. Each attempt's outcome decides what follows:
+Each run goes to Ray through ``orchestrator.dispatch`` as a task named ``<grid>/<run-id>`` (a
+gang of that name for a multi-process DeepSpeed run), so the Ray dashboard lists the grid as it
+runs. Each attempt's outcome decides what follows:
 
 - a result: ``finished``, or ``diverged`` (a normal outcome, with the step as its reason);
 - an exception raised by training: ``failed``, with the exception as its reason (training is
@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import dispatch
+from orchestrator.dispatch import Launched
 from orchestrator.grids.estimate import Capacity, largest_first
 from orchestrator.grids.expand import RunSpec
 from orchestrator.progress import Progress, describe_result, snapshot
 from orchestrator.tracking.recorder import Recorder
-from orchestrator.tracking.store import one_line
-from orchestrator.worker import GangWorkerDied, ended_tasks, read_attempts, remote_function
+from orchestrator.worker import ended_tasks, read_attempts
 from trainers.run_folder import SUMMARY_FILE
 
 POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
@@ -40,13 +41,14 @@ CAPACITY_S = 30.0  # how often the cluster's nodes are counted again (autoscalin
 
 @dataclass
 class Attempt:
-    spec: RunSpec
+    launched: Launched
     number: int  # 1, 2, ...: this submission's attempt at the run
-    ref: Any  # the ObjectRef of the task (or gang leader)
-    placement_group: Any  # for a gang, else None
-    started: float  # time.monotonic() at launch
     running: bool = False  # the worker has recorded its start
     cancelled: bool = False  # stopped on request
+
+    @property
+    def spec(self) -> RunSpec:
+        return self.launched.spec
 
 
 class Scheduler:
@@ -130,33 +132,10 @@ class Scheduler:
             self.capacity = capacity
 
     def _launch(self, spec: RunSpec, number: int) -> None:
-        from ray.util.placement_group import placement_group
-
-        attempt = f"{self.submission}:{number}"
-        options: dict[str, Any] = {"name": spec.task_name, "max_retries": 0}
-        if spec.resources.gpus == 0 and self.gpu_cluster:
-            # Ray leaves CUDA_VISIBLE_DEVICES as is for a task without GPUs: hide them.
-            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}
-        group = None
-        if spec.processes == 1:
-            # DeepSpeed keeps process-wide state (groups, communicators): a worker that trained
-            # one DeepSpeed run cannot train another, so such a run gets a fresh process.
-            kind = "fresh" if spec.config.train.backend == "deepspeed" else "train"
-            ref = (
-                remote_function(kind)
-                .options(num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, **options)
-                .remote(spec, attempt)
-            )
-        else:
-            bundle = {
-                "CPU": spec.resources.cpus,
-                **({"GPU": spec.resources.gpus} if spec.resources.gpus else {}),
-            }
-            group = placement_group([bundle] * spec.processes, strategy="PACK", name=spec.task_name)
-            ref = remote_function("gang").options(num_cpus=0, **options).remote(spec, attempt, group)
+        launched = dispatch.launch(spec, f"{self.submission}:{number}", spec.task_name, self.gpu_cluster)
         self.used_cpus += spec.processes * spec.resources.cpus
         self.used_gpus += spec.processes * spec.resources.gpus
-        self.inflight[ref] = Attempt(spec, number, ref, group, time.monotonic())
+        self.inflight[launched.ref] = Attempt(launched, number)
         self.recorder.watch(spec.run_id)
 
     def _wait(self, timeout: float) -> None:
@@ -185,29 +164,19 @@ class Scheduler:
     # ---- outcomes ------------------------------------------------------------------------
 
     def _complete(self, attempt: Attempt) -> None:
-        import ray
-        from ray.exceptions import RayError, RayTaskError, TaskCancelledError
-
         spec = attempt.spec
         self._release(attempt)
-        try:
-            result = ray.get(attempt.ref)
-        except TaskCancelledError:
+        ended = dispatch.outcome(attempt.launched)
+        if ended.kind == "cancelled" or (ended.kind == "dead" and attempt.cancelled):
             self._end(
                 spec, "cancelled", "cancelled by request" if attempt.cancelled else "cancelled", attempt
             )
-        except RayTaskError as error:
-            cause = getattr(error, "cause", None) or error
-            if isinstance(cause, GangWorkerDied):
-                self._retry_or_fail(attempt, str(cause))
-            else:
-                self._end(spec, "failed", one_line(cause), attempt)
-        except RayError as error:  # the worker died: SIGKILL, OOM, a lost node
-            if attempt.cancelled:
-                self._end(spec, "cancelled", "cancelled by request", attempt)
-            else:
-                self._retry_or_fail(attempt, f"worker died ({type(error).__name__})")
+        elif ended.kind == "dead":
+            self._retry_or_fail(attempt, ended.reason)
+        elif ended.kind == "failure":
+            self._end(spec, "failed", ended.reason, attempt)
         else:
+            result = ended.result
             if not (Path(spec.out_dir) / SUMMARY_FILE).is_file():
                 # The worker's node wrote a run folder this driver cannot see: nothing would be
                 # tailed, and a resubmission would train the run again.
@@ -245,27 +214,19 @@ class Scheduler:
         self.recorder.set_state(spec.run_id, state, reason, attempts=attempt.number)
         self.recorder.done(spec.run_id, with_artifacts=result is not None)
         if result is not None:
-            self.progress.event(describe_result(spec, result, time.monotonic() - attempt.started))
+            self.progress.event(describe_result(spec, result, time.monotonic() - attempt.launched.started))
         else:
             self.progress.event(f"{state:<9} {spec.run_id}  {spec.label}: {reason}")
 
     def _release(self, attempt: Attempt) -> None:
-        from ray.util.placement_group import remove_placement_group
-
         spec = attempt.spec
         self.used_cpus -= spec.processes * spec.resources.cpus
         self.used_gpus -= spec.processes * spec.resources.gpus
-        if attempt.placement_group is not None:
-            try:
-                remove_placement_group(attempt.placement_group)
-            except Exception:  # already gone with its tasks
-                pass
+        dispatch.release(attempt.launched)
 
     # ---- cancellation --------------------------------------------------------------------
 
     def _handle_cancel_requests(self) -> None:
-        import ray
-
         requested = self.recorder.cancel_requests()
         if not requested:
             return
@@ -277,17 +238,12 @@ class Scheduler:
         for attempt in self.inflight.values():
             if attempt.spec.run_id in requested and not attempt.cancelled:
                 attempt.cancelled = True
-                ray.cancel(attempt.ref, force=True, recursive=True)
+                dispatch.stop(attempt.launched)
 
     def _stop_all(self, reason: str) -> None:
         """Stop every running task (the driver is going away) and record why, best effort."""
-        import ray
-
         for attempt in list(self.inflight.values()):
-            try:
-                ray.cancel(attempt.ref, force=True, recursive=True)
-            except Exception:
-                pass
+            dispatch.stop(attempt.launched)
             self._release(attempt)
             self.states[attempt.spec.run_id] = "cancelled"
             self.recorder.set_state(attempt.spec.run_id, "cancelled", reason, attempts=attempt.number)

@@ -247,6 +247,15 @@ def resolve(config: RunConfig) -> ResolvedRun:
     )
 
 
+def resolve_dotted(values: Mapping[str, Any]) -> ResolvedRun:
+    """Resolve a config given as dotted keys (``{"model.preset": "tiny", "seed": 1}``), the form
+    grid points and tuning trials are written in. Raises ConfigError naming the key."""
+    nested: dict[str, Any] = {}
+    for key, value in values.items():
+        set_dotted(nested, key, value)
+    return resolve(config_from_mapping(nested))
+
+
 def run_id(config: RunConfig) -> str:
     """A 12-hex-digit hash of the fields that change the run's result (and the config version).
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GridError
-from orchestrator.grids.parse import TOKEN_KEYS, Grid, Point, Resources
-from trainers.config import RunConfig, config_from_mapping, resolve
+from orchestrator.grids.parse import Grid, Point, Resources, with_values
+from trainers.config import RunConfig, resolve_dotted
 from trainers.errors import ConfigError
-from trainers.schema import flatten, set_dotted, to_dict
+from trainers.schema import flatten, to_dict
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,10 @@ def expand(grid: Grid, workspace: Path) -> list[RunSpec]:
     specs: list[RunSpec] = []
     seen: dict[str, Point] = {}
     for point in grid.points():
-        values = _point_values(grid, point)
+        values = point_values(grid, point)
         resources = _resources(grid, point, values)
-        nested: dict[str, Any] = {}
-        for key, value in values.items():
-            set_dotted(nested, key, value)
         try:
-            resolved = resolve(config_from_mapping(nested))
+            resolved = resolve_dotted(values)
         except ConfigError as error:
             raise GridError(_locate(str(error), grid, point)) from None
         run_id = resolved.run_id
@@ -120,14 +117,9 @@ def derived_numbers(resolved: Any) -> dict[str, Any]:
     return {name: getattr(resolved, name) for name in names}
 
 
-def _point_values(grid: Grid, point: Point) -> dict[str, Any]:
-    values = dict(grid.base)
-    if any(key in TOKEN_KEYS for key, _ in point.values):
-        # D is given one way or the other: a point that sweeps it replaces the base's spelling.
-        for key in TOKEN_KEYS:
-            values.pop(key, None)
-    values.update(point.values)
-    return values
+def point_values(grid: Grid, point: Point) -> dict[str, Any]:
+    """The config values of a point before its resources are applied: the base, then the point's."""
+    return with_values(grid.base, point.values)
 
 
 def _resources(grid: Grid, point: Point, values: dict[str, Any]) -> Resources:

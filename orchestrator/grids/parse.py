@@ -123,6 +123,20 @@ class Grid:
         return points
 
 
+def with_values(values: Mapping[str, Any], updates: Iterable[tuple[str, Any]]) -> dict[str, Any]:
+    """``values`` (dotted config keys) with ``updates`` applied. D has two spellings
+    (``TOKEN_KEYS``): updates that set either drop both from ``values``, so a swept or searched
+    D replaces the base's whichever way each is written (updates that set both are left to the
+    config's check). The one rule for base → point → trial values."""
+    updates = list(updates)
+    out = dict(values)
+    if any(key in TOKEN_KEYS for key, _ in updates):
+        for key in TOKEN_KEYS:
+            out.pop(key, None)
+    out.update(updates)
+    return out
+
+
 def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
     """Read and check the grid file at ``path`` with ``--set key=value`` overrides applied.
 
@@ -170,10 +184,7 @@ def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
         _check_key(key, f"--set {key}")
         if key in swept:
             raise GridError(f"--set {key}: is swept by {swept[key]} in {source}; change the axis in the file")
-        if key in TOKEN_KEYS:
-            for other in TOKEN_KEYS:
-                base.pop(other, None)
-        base[key] = value
+        base = with_values(base, [(key, value)])
 
     resources_raw = _section(raw.get("resources"), f"{source}: resources")
     for key, value in grid_overrides.items():

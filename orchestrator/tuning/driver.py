@@ -41,14 +41,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from orchestrator import dispatch
+from orchestrator.dispatch import Launched
 from orchestrator.grids.estimate import Capacity
 from orchestrator.grids.expand import RunSpec
 from orchestrator.tracking.replay import JsonlTail, read_records
-from orchestrator.tracking.store import one_line
-from orchestrator.tuning.plan import TunePlan, format_value
+from orchestrator.tuning.plan import TunePlan, short_value
 from orchestrator.tuning.results import CallCounts, TuneOutcome, write_outcome
 from orchestrator.tuning.studies import MAX_FAILURES, StudyState
-from orchestrator.worker import GangWorkerDied, ended_tasks, remote_function
+from orchestrator.worker import ended_tasks
 from trainers.run_folder import METRICS_FILE
 
 POLL_S = 0.5  # how long the loop waits for a task before tailing the running trials
@@ -61,8 +62,7 @@ class Running:
     spec: RunSpec
     state: StudyState
     trials: list[Any]  # optuna.Trial
-    ref: Any = None  # the Ray task (or gang leader)
-    placement_group: Any = None
+    launched: Launched | None = None  # its current attempt on Ray
     attempt: int = 1
     started: float = field(default_factory=time.monotonic)
     reported: dict[int, float] = field(default_factory=dict)  # eval step -> metric told to the trials
@@ -166,34 +166,12 @@ class Tuner:
         self._launch(running)
 
     def _launch(self, running: Running) -> None:
-        from ray.util.placement_group import placement_group
-
         spec = running.spec
         attempt = f"tune-{int(time.time())}:{running.attempt}"
-        options: dict[str, Any] = {"name": f"{self.plan.grid.name}/tune/{spec.run_id}", "max_retries": 0}
-        if spec.resources.gpus == 0 and self.gpu_cluster:
-            options["runtime_env"] = {"env_vars": {"CUDA_VISIBLE_DEVICES": ""}}  # as the scheduler does
-        if spec.processes == 1:
-            # A DeepSpeed or GPU run gets a fresh worker process: process groups and CUDA memory
-            # are not left behind for the next trial (a reused worker fails to start DeepSpeed again).
-            fresh = spec.config.train.backend == "deepspeed" or spec.resources.gpus > 0
-            task = remote_function("fresh" if fresh else "train").options(
-                num_cpus=spec.resources.cpus, num_gpus=spec.resources.gpus, **options
-            )
-            running.ref = task.remote(spec, attempt)
-        else:
-            bundle = {
-                "CPU": spec.resources.cpus,
-                **({"GPU": spec.resources.gpus} if spec.resources.gpus else {}),
-            }
-            running.placement_group = placement_group([bundle] * spec.processes, strategy="PACK")
-            running.ref = (
-                remote_function("gang")
-                .options(num_cpus=0, **options)
-                .remote(spec, attempt, running.placement_group)
-            )
-        running.started = time.monotonic()
-        self.inflight[running.ref] = running
+        name = f"{self.plan.grid.name}/tune/{spec.run_id}"
+        running.launched = dispatch.launch(spec, attempt, name, self.gpu_cluster)
+        running.started = running.launched.started
+        self.inflight[running.launched.ref] = running
         self.by_run[spec.run_id] = running
 
     def _wait(self, timeout: float) -> None:
@@ -228,14 +206,10 @@ class Tuner:
 
     def _prune(self, running: Running) -> None:
         import optuna
-        import ray
 
-        if running.ref in self.inflight:
-            try:
-                ray.cancel(running.ref, force=True, recursive=True)
-            except Exception:  # it has just ended: the result is dropped, the trial pruned anyway
-                pass
-            self._remove(running.ref)
+        if running.launched is not None and running.launched.ref in self.inflight:
+            dispatch.stop(running.launched)  # if it has just ended, the result is dropped: pruned anyway
+            self._remove(running.launched.ref)
         step = max(running.reported)
         for trial in running.trials:
             running.state.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
@@ -246,21 +220,14 @@ class Tuner:
     # ---- outcomes ------------------------------------------------------------------------
 
     def _complete(self, running: Running) -> None:
-        import ray
-        from ray.exceptions import RayError, RayTaskError
-
-        try:
-            result = ray.get(running.ref)
-        except RayTaskError as error:
-            cause = getattr(error, "cause", None) or error
-            if isinstance(cause, GangWorkerDied):
-                self._retry_or_fail(running, str(cause))
-            else:
-                self._fail(running, one_line(cause))
+        ended = dispatch.outcome(running.launched)
+        if ended.kind == "dead":
+            self._retry_or_fail(running, ended.reason)
             return
-        except RayError as error:  # the worker died: SIGKILL, out of memory, a lost node
-            self._retry_or_fail(running, f"worker died ({type(error).__name__})")
+        if ended.kind != "result":
+            self._fail(running, ended.reason or "cancelled")
             return
+        result = ended.result
         self.counts.trained += 1
         if not self._tail(running):
             self._finish(running, result)
@@ -314,28 +281,18 @@ class Tuner:
         running.state.new += n
 
     def _remove(self, ref: Any) -> Running:
-        from ray.util.placement_group import remove_placement_group
-
         running = self.inflight.pop(ref)
         self.by_run.pop(running.spec.run_id, None)
-        if running.placement_group is not None:
-            try:
-                remove_placement_group(running.placement_group)
-            except Exception:  # already gone with its tasks
-                pass
+        dispatch.release(running.launched)
         return running
 
     def _stop_all(self, reason: str) -> None:
         """Stop every running task and end its trials as FAIL, marked so the next call resumes them."""
         import optuna
-        import ray
 
         for ref in list(self.inflight):
             running = self._remove(ref)
-            try:
-                ray.cancel(ref, force=True, recursive=True)
-            except Exception:
-                pass
+            dispatch.stop(running.launched)
             for trial in running.trials:
                 try:
                     trial.set_user_attr("stopped", reason)
@@ -346,7 +303,7 @@ class Tuner:
     def _line(self, running: Running, text: str) -> None:
         numbers = ",".join(str(trial.number) for trial in running.trials)
         values = " ".join(
-            f"{k.rsplit('.', 1)[-1]}={format_value(v)}" for k, v in running.trials[0].params.items()
+            f"{k.rsplit('.', 1)[-1]}={short_value(v)}" for k, v in running.trials[0].params.items()
         )
         print(f"{running.state.name}  trial {numbers}  {values}  {text}", file=self.stream, flush=True)
 

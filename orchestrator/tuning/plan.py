@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GridError
-from orchestrator.grids.expand import RunSpec, derived_numbers, expand
-from orchestrator.grids.parse import TOKEN_KEYS, Grid, Point, load_grid
+from orchestrator.grids.expand import RunSpec, derived_numbers, expand, point_values
+from orchestrator.grids.parse import Grid, Point, load_grid, with_values
 from orchestrator.tuning.space import (
     DEFAULT_METRIC,
     Param,
@@ -32,6 +32,7 @@ from orchestrator.tuning.space import (
     parse_param,
     parse_per,
 )
+from trainers.config import resolve_dotted
 from trainers.errors import ConfigError
 from trainers.run_folder import workspace_dir
 
@@ -79,9 +80,9 @@ class TunePlan:
 
         Raises ConfigError if the values make an invalid config.
         """
-        raw = _with_values(dict(group.raw), values)
-        resolved = _resolve(raw)
-        shown = " ".join(f"{key.rsplit('.', 1)[-1]}={format_value(value)}" for key, value in values.items())
+        raw = with_values(group.raw, values.items())
+        resolved = resolve_dotted(raw)
+        shown = " ".join(f"{key.rsplit('.', 1)[-1]}={short_value(value)}" for key, value in values.items())
         return replace(
             group.spec,
             run_id=resolved.run_id,
@@ -148,7 +149,7 @@ def make_plan(
     )
 
 
-def format_value(value: Any) -> str:
+def short_value(value: Any) -> str:
     """A value for names and lines: 0.5 → ``0.5``, 1.0 → ``1.0``, 0.0031234567 → ``0.003123``."""
     if isinstance(value, float):
         text = repr(value)
@@ -185,7 +186,7 @@ def _groups(grid: Grid, specs: Sequence[RunSpec], per: Sequence[str], per_given:
             _refuse_mixed_group(grid, point, [p for p, _ in others], per, per_given)
         raw = _raw_values(grid, point, spec)
         values = tuple((key, _value_of(key, raw, spec)) for key in per)
-        key = ",".join(f"{k}={format_value(v)}" for k, v in values) or ALL_POINTS
+        key = ",".join(f"{k}={short_value(v)}" for k, v in values) or ALL_POINTS
         groups.append(Group(key=key, values=values, spec=spec, raw=tuple(raw.items())))
     return groups
 
@@ -205,7 +206,7 @@ def _refuse_mixed_group(
                 flag = "--per" if per_given else "--per (or tune.per)"
                 raise GridError(
                     f"{grid.source}: {(first.where(key) or key).rsplit('[', 1)[0]}: {key} varies within one study "
-                    f"({format_value(mine.get(key))} and {format_value(value)}) but is not a per key; "
+                    f"({short_value(mine.get(key))} and {short_value(value)}) but is not a per key; "
                     f"tune each value separately with {flag} {','.join([*per, *varying])}"
                 )
     raise GridError(
@@ -214,13 +215,9 @@ def _refuse_mixed_group(
 
 
 def _raw_values(grid: Grid, point: Point, spec: RunSpec) -> dict[str, Any]:
-    """The point's config values as ``spec.expand`` builds them: base, then the point's values,
-    then the process and thread counts its resources decided."""
-    values = dict(grid.base)
-    if any(key in TOKEN_KEYS for key, _ in point.values):
-        for key in TOKEN_KEYS:
-            values.pop(key, None)
-    values.update(point.values)
+    """The point's config values as ``expand`` builds them: base, then the point's values, then
+    the process and thread counts its resources decided."""
+    values = point_values(grid, point)
     values["train.processes"] = spec.config.train.processes
     values["train.threads"] = spec.config.train.threads
     return values
@@ -243,35 +240,15 @@ def _check_ranges(group: Group, params: Sequence[Param], where: Callable[[str], 
     for param in params:
         for value in param.probe_values():
             try:
-                _resolve(_with_values(dict(group.raw), {param.key: value}))
+                resolve_dotted(with_values(group.raw, [(param.key, value)]))
             except ConfigError as error:
                 message = str(error)
                 if message.startswith(f"{param.key}: "):
                     message = message[len(param.key) + 2 :]
                 at = f" in study {group.key}" if group.key != ALL_POINTS else ""
                 raise GridError(
-                    f"{where(param.key)}: {format_value(value)} is not a valid value{at}: {message}"
+                    f"{where(param.key)}: {short_value(value)} is not a valid value{at}: {message}"
                 ) from None
-
-
-def _with_values(raw: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    for key, value in values.items():
-        if key in TOKEN_KEYS:
-            # D is given one way or the other: a searched spelling replaces the grid's.
-            for other in TOKEN_KEYS:
-                raw.pop(other, None)
-        raw[key] = value
-    return raw
-
-
-def _resolve(raw: Mapping[str, Any]) -> Any:
-    from trainers.config import config_from_mapping, resolve
-    from trainers.schema import set_dotted
-
-    nested: dict[str, Any] = {}
-    for key, value in raw.items():
-        set_dotted(nested, key, value)
-    return resolve(config_from_mapping(nested))
 
 
 def _storage_url(storage: str | None, workspace: Path) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from analysis.analyze import analyze
-from analysis.load import load_grid
+from analysis.load import load_grid_runs
 from analysis.report.figures import PALETTE
 from analysis.report.scaling import write_report
 
@@ -101,7 +101,7 @@ def _png_pixels(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def report_page(grid_store, tmp_path_factory) -> Path:
-    analysis = analyze(load_grid("smoke", grid_store), n_bootstrap=100)
+    analysis = analyze(load_grid_runs("smoke", grid_store), n_bootstrap=100)
     return write_report(analysis, tmp_path_factory.mktemp("report") / "report.html")
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.errors import AnalysisError
-from analysis.load import load_csv, load_grid, parse_param
+from analysis.load import load_csv, load_grid_runs, parse_param
 
 
 def test_csv_missing_column_names_it(tmp_path):
@@ -61,7 +61,7 @@ def test_params_come_back_from_strings(text, value):
 
 
 def test_grid_loads_as_a_tidy_table(grid_store):
-    table = load_grid("smoke", grid_store)
+    table = load_grid_runs("smoke", grid_store)
     runs = table.runs
     assert len(runs) == 32 and len(table.finished) == 30
     assert list(runs.columns[:8]) == [
@@ -87,7 +87,7 @@ def test_grid_loads_as_a_tidy_table(grid_store):
 
 
 def test_grid_final_loss_is_the_last_eval_and_histories_are_kept(grid_store):
-    table = load_grid("smoke", grid_store)
+    table = load_grid_runs("smoke", grid_store)
     run_id = "g1.0-n2e+07-d5e+09"
     final = table.runs.set_index("run_id").loc[run_id, "loss"]
     evals = table.histories[
@@ -101,7 +101,7 @@ def test_grid_final_loss_is_the_last_eval_and_histories_are_kept(grid_store):
 
 def test_unknown_grid_and_missing_store_are_one_line_errors(grid_store, tmp_path):
     with pytest.raises(AnalysisError, match="unknown grid 'nope'.*smoke"):
-        load_grid("nope", grid_store)
+        load_grid_runs("nope", grid_store)
     with pytest.raises(AnalysisError, match="no tracking store at"):
-        load_grid("smoke", f"sqlite:///{tmp_path / 'absent.db'}")
+        load_grid_runs("smoke", f"sqlite:///{tmp_path / 'absent.db'}")
     assert not (tmp_path / "absent.db").exists()  # loading never creates a store

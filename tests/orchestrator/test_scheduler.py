@@ -149,10 +149,10 @@ def test_runs_are_named_ray_tasks(four):
 
 
 def test_analysis_reads_the_grid(four):
-    from analysis.load import load_grid
+    from analysis.load import load_grid_runs
 
     home, _, outcome = four
-    table = load_grid("four", outcome.tracking_uri)
+    table = load_grid_runs("four", outcome.tracking_uri)
     assert len(table.finished) == 4
     for row in table.runs.itertuples():
         assert row.loss == pytest.approx(read_summary(grid_folder(home, "four") / row.run_id).final_eval_loss)
