@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from analysis.errors import AnalysisError, is_warning
+from analysis.labels import PARAM_SYMBOLS, format_ci, format_number, group_label, slice_label
 from trainers.run_folder import default_report_path
 
 FORM_CHOICES = ("n", "d", "joint", "isoflop")
@@ -44,7 +45,6 @@ def _load(grid: str | None, csv_path: str | None, tracking_uri: str | None):
 
 
 def _notes(analysis) -> list[str]:
-    from analysis.labels import group_label, slice_label
 
     notes = list(analysis.messages)
     for fit in analysis.fits:
@@ -181,7 +181,6 @@ def fit_command(
 
 def _fit_table(analysis) -> str:
     from analysis.fitting.fit import FORM_PARAMS
-    from analysis.labels import PARAM_SYMBOLS, format_ci, format_number, group_label, slice_label
 
     lines = []
     for fit in analysis.fits:

@@ -22,6 +22,7 @@ from orchestrator.grids.expand import RunSpec, expand
 from orchestrator.grids.parse import Grid, load_grid
 from orchestrator.progress import Progress
 from orchestrator.tracking.recorder import Recorder
+from orchestrator.tracking.store import Store
 from trainers.run_folder import RUN_STATES, default_tracking_uri, workspace_dir
 
 FINAL_FLUSH_TRIES = 5  # flushes at the end while the store fails, a second apart
@@ -191,7 +192,6 @@ def run(
 
 
 def _open_store_soon(uri: str) -> Future:
-    from orchestrator.tracking.store import Store
 
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gammaray-store")
     future = executor.submit(Store, uri)

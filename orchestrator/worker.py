@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.grids.expand import RunSpec
+from trainers.callbacks import JsonlLogger, read_jsonl
+from trainers.distributed import DistInfo, free_port
 from trainers.run_folder import METRICS_FILE
 
 ATTEMPTS_FILE = "attempts.jsonl"
@@ -40,8 +42,6 @@ def train_point(
     folder already holds its summary returns it without training, so a task that runs twice
     does no work twice.
     """
-    from trainers.callbacks import JsonlLogger
-    from trainers.distributed import DistInfo, free_port
     from trainers.loop import read_summary, train
 
     out = Path(spec.out_dir)
@@ -122,8 +122,6 @@ def rendezvous() -> tuple[str, int]:
     """Run in a gang's first bundle: the address and a free port for its process group."""
     import ray
 
-    from trainers.distributed import free_port
-
     address = ray.util.get_node_ip_address()
     return address, free_port(address)
 
@@ -149,7 +147,6 @@ def _first_line(error: BaseException) -> str:
 
 
 def read_attempts(out_dir: str | Path) -> list[dict[str, Any]]:
-    from trainers.callbacks import read_jsonl
 
     return read_jsonl(Path(out_dir) / ATTEMPTS_FILE)
 

@@ -5,6 +5,8 @@ function-local imports count too."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,3 +95,12 @@ def test_the_project_modules_have_no_import_cycle():
         if node not in state:
             visit(node)
     assert not cycles, "\n".join(" → ".join(cycle) for cycle in cycles)
+
+
+def test_the_command_line_loads_no_heavy_library_before_a_command_runs():
+    # `gammaray --help` and the parsing of every command stay fast: torch, ray, mlflow and the
+    # rest are imported inside the commands that use them.
+    heavy = ("torch", "ray", "mlflow", "deepspeed", "optuna", "plotly", "scipy")
+    code = f"import sys, orchestrator.cli.main; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import yaml
 
-from trainers.data import DataConfig
+from trainers.data import DataConfig, source_entropy, source_vocab_size
 from trainers.data.composite import segment_length as composite_segment_length
 from trainers.diagnostics import DiagConfig
 from trainers.errors import ConfigError
@@ -214,7 +214,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 def resolve(config: RunConfig) -> ResolvedRun:
     """Make a config concrete. The vocabulary comes from the data source."""
-    from trainers.data import source_entropy, source_vocab_size
 
     vocab_size = source_vocab_size(config.data, seq_len=config.train.seq_len, seed=config.seed)
     arch = resolve_architecture(config.model, vocab_size=vocab_size, seq_len=config.train.seq_len)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.errors import ConfigError
+from trainers.presets import PRESETS
 
 AttnGate = Literal["off", "head", "element"]
 
@@ -34,7 +35,6 @@ class ModelConfig:
     rope_theta: float = 10000.0
 
     def validate(self) -> None:
-        from trainers.presets import PRESETS
 
         if self.preset not in PRESETS:
             raise ConfigError(f"preset: unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
@@ -70,7 +70,6 @@ class Architecture:
 
 def resolve_architecture(config: ModelConfig, vocab_size: int, seq_len: int) -> Architecture:
     """Fill the preset's shape into ``config``; the vocabulary comes from the data source."""
-    from trainers.presets import PRESETS
 
     preset = PRESETS[config.preset]
     arch = Architecture(

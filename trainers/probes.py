@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 from torch import nn
 
+from trainers.data import TokenSource
 from trainers.diagnostics import EvalSchedule, WeightDiagnostics
 from trainers.reasoning_probe import ReasoningProbe, has_composite_task
 from trainers.token_buckets import TokenLosses
 
 if TYPE_CHECKING:
     from trainers.config import ResolvedRun
-    from trainers.data import TokenSource
 
 
 class Probe(Protocol):

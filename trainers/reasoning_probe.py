@@ -27,11 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from trainers.data import composite
+from trainers.data import DataConfig, composite
 
 if TYPE_CHECKING:
     from trainers.config import ResolvedRun
-    from trainers.data import DataConfig
     from trainers.diagnostics import EvalSchedule
 
 PROMPT_SEED = 0  # fixed: the same prompts for every run of a grid

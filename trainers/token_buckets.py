@@ -38,11 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.data import ROLE_KIND, Role
+from trainers.data import ROLE_KIND, Role, TokenSource
 
 if TYPE_CHECKING:
     from trainers.config import ResolvedRun
-    from trainers.data import TokenSource
     from trainers.diagnostics import EvalSchedule
 
 BUCKETS = ("trivial", "context", "other")  # bucket ids 0, 1, 2

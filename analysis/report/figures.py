@@ -19,7 +19,14 @@ from analysis.analyze import Analysis, plain_value
 from analysis.fitting.fit import FitResult
 from analysis.fitting.gap import GapComparison
 from analysis.fitting.holdout import HoldoutPrediction
-from analysis.labels import FORM_TITLES, PARAM_SYMBOLS, format_axis_value, group_label, slice_label
+from analysis.labels import (
+    AXIS_SYMBOLS,
+    FORM_TITLES,
+    PARAM_SYMBOLS,
+    format_axis_value,
+    group_label,
+    slice_label,
+)
 
 # Okabe & Ito's colour-blind-safe palette (yellow dropped: unreadable on white).
 PALETTE = (
@@ -238,8 +245,6 @@ def _group_x(groups: Sequence[dict[str, Any]]) -> tuple[list, str, bool]:
             isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v)
             for v in values
         ):
-            from analysis.labels import AXIS_SYMBOLS
-
             return values, AXIS_SYMBOLS.get(key, key), True
     return [group_label(g) for g in groups], "group", False
 

@@ -22,6 +22,11 @@ from orchestrator.cli.support import (
     sigterm_as_interrupt,
     user_errors,
 )
+from orchestrator.cli.tables import format_duration, format_plan, format_status, plan_rows
+from orchestrator.errors import GridError
+from orchestrator.ray_job import follow, is_job_address, job_document, require_cluster_workspace, submit_job
+from orchestrator.tracking.status import grid_status, request_cancel
+from orchestrator.tracking.store import ui_command
 from trainers.run_folder import default_tracking_uri
 
 tracking_option = click.option(
@@ -68,8 +73,6 @@ def submit(
     goes to stderr. --set KEY=VALUE overrides a base config key (or name, max_parallel,
     retries, resources.cpus/gpus/processes).
     """
-    from orchestrator.cli.tables import format_plan, plan_rows
-    from orchestrator.ray_job import is_job_address, require_cluster_workspace
     from orchestrator.submit import plan as make_plan
     from orchestrator.submit import run
 
@@ -85,7 +88,6 @@ def submit(
         check_machine=not dry_run,
     )
     if dry_run:
-        from orchestrator.errors import GridError
         from orchestrator.grids.estimate import check_capacity
 
         if address is None:
@@ -148,7 +150,6 @@ def _submit_as_job(
     as_json: bool,
 ) -> None:
     """Submit the (already checked) grid as a Ray Job; follow its log unless ``detach``."""
-    from orchestrator.ray_job import follow, job_document, submit_job
 
     if tracking_uri is None or not tracking_uri.startswith(("http://", "https://", "postgresql", "mysql")):
         fail(
@@ -185,8 +186,6 @@ def _submit_as_job(
 @user_errors
 def status(grid: str, tracking_uri: str | None, as_json: bool) -> None:
     """Show the runs of GRID (a grid name or grid file) from the tracking store."""
-    from orchestrator.cli.tables import format_status
-    from orchestrator.tracking.status import grid_status
 
     document = grid_status(_uri(tracking_uri), _grid_name(grid))
     if as_json:
@@ -206,7 +205,6 @@ def cancel(grid: str, tracking_uri: str | None, as_json: bool) -> None:
     They are marked cancelled in the tracking store; a running driver stops their Ray tasks
     within seconds. Checkpoints are kept: submitting the grid again resumes them.
     """
-    from orchestrator.tracking.status import request_cancel
 
     uri, name = _uri(tracking_uri), _grid_name(grid)
     cancelled = request_cancel(uri, name)
@@ -228,8 +226,6 @@ def cancel(grid: str, tracking_uri: str | None, as_json: bool) -> None:
 def mlflow_ui(tracking_uri: str | None, host: str, port: int, print_command: bool) -> None:
     """Open the MLflow UI on the workspace's tracking store (or --tracking-uri)."""
     import shlex
-
-    from orchestrator.tracking.store import ui_command
 
     uri = _uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
@@ -261,6 +257,5 @@ def _grid_name(grid: str) -> str:
 
 
 def _duration(seconds: float) -> str:
-    from orchestrator.cli.tables import format_duration
 
     return format_duration(seconds)

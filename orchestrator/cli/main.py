@@ -15,6 +15,7 @@ from analysis.cli import fit_command, report_command
 from orchestrator.cli.commands import cancel, mlflow_ui, status, submit
 from orchestrator.cli.support import json_option, print_json, set_option, user_errors
 from orchestrator.cli.tune import tune
+from trainers.callbacks import ConsoleProgress, JsonlLogger
 from trainers.run_folder import METRICS_FILE, workspace_dir
 
 
@@ -41,7 +42,6 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
     The run folder holds config.yaml, metrics.jsonl, checkpoints and summary.json. Running the
     same command again resumes an interrupted run, and returns a finished one without training.
     """
-    from trainers.callbacks import ConsoleProgress, JsonlLogger
     from trainers.config import load_run_config, resolve
     from trainers.launch import run_local
     from trainers.loop import read_summary

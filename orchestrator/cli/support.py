@@ -13,6 +13,8 @@ from typing import Any
 
 import click
 
+from trainers.errors import ConfigError
+
 USER_ERROR_EXIT = 2
 
 
@@ -26,7 +28,6 @@ def user_errors(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from trainers.errors import ConfigError
 
         try:
             return command(*args, **kwargs)

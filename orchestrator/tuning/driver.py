@@ -50,6 +50,7 @@ from orchestrator.tuning.plan import TunePlan, short_value
 from orchestrator.tuning.results import CallCounts, TuneOutcome, write_outcome
 from orchestrator.tuning.studies import MAX_FAILURES, StudyState
 from orchestrator.worker import ended_tasks
+from trainers.errors import ConfigError
 from trainers.run_folder import METRICS_FILE
 
 POLL_S = 0.5  # how long the loop waits for a task before tailing the running trials
@@ -134,7 +135,6 @@ class Tuner:
             self._ask(state)
 
     def _ask(self, state: StudyState) -> None:
-        from trainers.errors import ConfigError
         from trainers.loop import read_summary
 
         trial = state.study.ask(self.distributions)

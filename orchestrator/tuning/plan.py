@@ -35,6 +35,7 @@ from orchestrator.tuning.space import (
 from trainers.config import resolve_dotted
 from trainers.errors import ConfigError
 from trainers.run_folder import workspace_dir
+from trainers.schema import flatten, to_dict
 
 DEFAULT_TRIALS = 10
 ALL_POINTS = "all"  # the group key of a study when no --per key is given
@@ -227,7 +228,6 @@ def _value_of(key: str, raw: Mapping[str, Any], spec: RunSpec) -> Any:
     """A per key's value at a point: as written in the grid, else the resolved config's."""
     if key in raw:
         return raw[key]
-    from trainers.schema import flatten, to_dict
 
     return flatten(to_dict(spec.config)).get(key)
 

@@ -13,16 +13,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from analysis.tune_rule import SizeRule, TunedGroup, fit_size_rules
 from orchestrator.tuning.plan import TunePlan
 from orchestrator.tuning.studies import StudyState
 from trainers.run_folder import workspace_dir
-
-if TYPE_CHECKING:
-    from analysis.tune_rule import SizeRule
 
 
 @dataclass
@@ -140,7 +138,6 @@ class TuneOutcome:
 def write_outcome(plan: TunePlan, states: Sequence[StudyState], counts: CallCounts) -> TuneOutcome:
     """Read every study back, fit the size rules, write best.yaml and the report."""
     from analysis.report.tune import StudyPanel, write_tune_report
-    from analysis.tune_rule import TunedGroup, fit_size_rules
 
     results = [study_result(state) for state in states]
     numeric = [param.key for param in plan.params if param.numeric]

@@ -35,6 +35,7 @@ import yaml
 
 from orchestrator.errors import GridError
 from trainers.config import config_keys
+from trainers.schema import result_keys
 
 ParamKind = Literal["log", "float", "int", "choice"]
 KINDS: tuple[str, ...] = ("log", "float", "int", "choice")
@@ -207,7 +208,6 @@ def check_params(
 def check_key(key: str, where: str, searched: bool = True) -> None:
     """A config key; when ``searched``, also one that changes a run's result and that a trial may set."""
     from trainers.config import RunConfig
-    from trainers.schema import result_keys
 
     keys = config_keys()
     if key not in keys:
