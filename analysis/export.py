@@ -256,6 +256,11 @@ def phase_to_dict(diagram: PhaseDiagram | None) -> dict[str, Any] | None:
         "empty_cells": [{"depth": int(d), "gamma": float(g)} for d, g in diagram.empty_cells],
         "summary": diagram.summary(),
         "cells": cells,
+        "runs_by_gamma": [
+            {"gamma": float(gamma), **{k: int(v) for k, v in row.items()}}
+            for gamma, row in diagram.by_gamma().iterrows()
+        ],
+        "cells_agreeing": dict(zip(("agree", "with_several_runs"), diagram.cells_agreeing(), strict=True)),
     }
 
 

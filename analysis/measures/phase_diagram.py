@@ -34,6 +34,7 @@ class PhaseDiagram:
     """The held-out rates per (depth, γ) cell over the competent runs, and what was left out."""
 
     cells: pd.DataFrame  # index (depth, gamma); columns (metric, mean|std|count)
+    competent: pd.DataFrame  # one row per competent run: depth, gamma and both rates
     runs: int  # runs with both rates and both axes
     not_competent: int  # of those, runs below COMPETENT_SEEN_ACCURACY (left out of the cells)
     empty_cells: tuple[tuple[float, float], ...]  # (depth, γ) cells with no competent run
@@ -43,12 +44,33 @@ class PhaseDiagram:
         comp = self.cells[("probe/heldout_compositional", "mean")]
         mirr = self.cells[("probe/heldout_mirrored", "mean")]
         return pd.Series(
-            [
-                "compositional" if c >= MAJORITY else "mirrored" if m >= MAJORITY else "neither"
-                for c, m in zip(comp, mirr)
-            ],
+            [_solution(c, m) for c, m in zip(comp, mirr)],
             index=self.cells.index,
         )
+
+    def run_solutions(self) -> pd.Series:
+        """Per competent run (by run id): the answer it gives on most held-out prompts."""
+        return pd.Series(
+            [_solution(c, m) for c, m in zip(self.competent[_COMP], self.competent[_MIRR])],
+            index=self.competent.index,
+        )
+
+    def by_gamma(self) -> pd.DataFrame:
+        """Competent runs per γ (over every depth) that gave each solution: γ × solution counts."""
+        counts = pd.crosstab(self.competent["gamma"], self.run_solutions())
+        return counts.reindex(columns=list(_MARK), fill_value=0)
+
+    def cells_agreeing(self) -> tuple[int, int]:
+        """(cells whose competent runs all gave one solution, cells with two or more runs)."""
+        keyed = pd.DataFrame(
+            {
+                "cell": list(zip(self.competent["depth"], self.competent["gamma"])),
+                "solution": self.run_solutions(),
+            }
+        )
+        per_cell = keyed.groupby("cell")["solution"].agg(["nunique", "size"])
+        several = per_cell[per_cell["size"] >= 2]
+        return int((several["nunique"] == 1).sum()), len(several)
 
     def summary(self) -> str:
         """One line: how many cells took each solution, where, and what was left out."""
@@ -63,6 +85,14 @@ class PhaseDiagram:
             f"Phase diagram over {len(solutions)} (γ, depth) cell(s) of competent runs: {', '.join(parts)} "
             f"(C compositional, M mirrored, – neither; {'; '.join(by_depth)})"
         )
+        by_gamma = "; ".join(
+            f"γ {g:g}: " + " ".join(f"{int(row[k])} {_MARK[k]}" for k in _MARK)
+            for g, row in self.by_gamma().iterrows()
+        )
+        text += f". Runs by γ over all depths: {by_gamma}"
+        agree, several = self.cells_agreeing()
+        if several:
+            text += f"; the seeds of {agree} of {several} cells agree"
         if self.not_competent:
             text += (
                 f"; {self.not_competent} of {self.runs} runs below {COMPETENT_SEEN_ACCURACY:.0%} trained-pair "
@@ -75,6 +105,14 @@ class PhaseDiagram:
 
 
 _MARK = {"compositional": "C", "mirrored": "M", "neither": "–"}
+_COMP, _MIRR = PHASE_METRICS
+
+
+def _solution(compositional: float, mirrored: float) -> str:
+    """The answer given on a majority of held-out prompts, if either is."""
+    if compositional >= MAJORITY:
+        return "compositional"
+    return "mirrored" if mirrored >= MAJORITY else "neither"
 
 
 def phase_cells(runs: pd.DataFrame, final: pd.DataFrame) -> PhaseDiagram | None:
@@ -97,8 +135,10 @@ def phase_cells(runs: pd.DataFrame, final: pd.DataFrame) -> PhaseDiagram | None:
     cells = competent.groupby([DEPTH_KEY, gamma_key])[metrics].agg(["mean", "std", "count"])
     cells.index = cells.index.set_names(["depth", "gamma"])
     every_cell = set(frame.groupby([DEPTH_KEY, gamma_key]).groups)
+    runs_frame = competent.rename(columns={gamma_key: "gamma", DEPTH_KEY: "depth"})
     return PhaseDiagram(
         cells=cells,
+        competent=runs_frame,
         runs=len(frame),
         not_competent=len(frame) - len(competent),
         empty_cells=tuple(sorted(every_cell - set(cells.index))),

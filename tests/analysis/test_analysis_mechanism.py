@@ -266,7 +266,8 @@ def test_a_task_study_fits_no_law_and_its_report_is_the_phase_diagram():
     assert any("no law is fitted" in m for m in analysis.messages)
     assert summary_lines(analysis) == [
         "Phase diagram over 4 (γ, depth) cell(s) of competent runs: 3 compositional, 1 mirrored, 0 neither "
-        "(C compositional, M mirrored, – neither; depth 2: γ 0.3 M γ 1 C; depth 6: γ 0.3 C γ 1 C)."
+        "(C compositional, M mirrored, – neither; depth 2: γ 0.3 M γ 1 C; depth 6: γ 0.3 C γ 1 C). "
+        "Runs by γ over all depths: γ 0.3: 2 C 2 M 0 –; γ 1: 4 C 0 M 0 –; the seeds of 4 of 4 cells agree."
     ]
     phase = analysis_to_dict(analysis)["phase"]
     assert phase["not_competent"] == 0 and len(phase["cells"]) == 4

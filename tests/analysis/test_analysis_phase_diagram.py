@@ -85,3 +85,18 @@ def test_summary_names_each_cell_solution_and_what_was_left_out():
     assert "3 compositional, 1 mirrored, 0 neither" in text
     assert "depth 2: γ 0.5 M γ 1 C; depth 4: γ 0.5 C γ 1 C" in text
     assert "4 of 12 runs below 90% trained-pair accuracy left out" in text
+
+
+def test_runs_are_counted_by_solution_per_gamma_and_seed_agreement_per_cell():
+    # Compositional rate γ/2 + depth/10 + seed/100, mirrored 1 − that: γ 0.5 at depth 2 is
+    # mirrored (0.45, 0.46), at depth 4 compositional (0.65, 0.66) until seed 0 is made to give
+    # neither answer a majority; γ 1 composes everywhere.
+    runs, finals = grid(gammas=(0.5, 1.0), depths=(2, 4), seeds=2)
+    finals.loc["g0.5-d4-s0", RATES[0]] = 0.44  # seed 0 answers neither; seed 1 composes
+    finals.loc["g0.5-d4-s0", RATES[1]] = 0.3
+    diagram = phase_cells(runs, finals)
+    counts = diagram.by_gamma()
+    assert counts.loc[0.5].to_dict() == {"compositional": 1, "mirrored": 2, "neither": 1}
+    assert counts.loc[1.0].to_dict() == {"compositional": 4, "mirrored": 0, "neither": 0}
+    assert diagram.cells_agreeing() == (3, 4)
+    assert "γ 0.5: 1 C 2 M 1 –; γ 1: 4 C 0 M 0 –; the seeds of 3 of 4 cells agree" in diagram.summary()
