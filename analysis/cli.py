@@ -175,7 +175,7 @@ def fit_command(
             click.echo(line)
     else:
         click.echo(to_json(result))
-    if not result.any_ok:
+    if result.scaling and not result.any_ok:
         _fail("nothing could be fitted (see the notes above)")
 
 
@@ -230,7 +230,7 @@ def report_command(
     from analysis.analyze import analyze
     from analysis.export import write_outputs
     from analysis.report.scaling import write_figures, write_report
-    from analysis.summary import holdout_line
+    from analysis.summary import holdout_line, summary_lines
 
     try:
         table = _load(grid, csv_path, tracking_uri)
@@ -253,11 +253,13 @@ def report_command(
     _echo_notes(result, verbose, "in the report")
     if result.verdict is not None and len(result.groups) >= 2:
         click.echo("Verdict: " + result.verdict.text)
+    if not result.scaling:  # a task study: its result is the phase diagram, not a law
+        click.echo(summary_lines(result)[0])
     line = holdout_line(result)
     if line:
         click.echo(line)
     click.echo(str(path))
-    if not result.any_ok:
+    if result.scaling and not result.any_ok:
         _fail(f"nothing could be fitted; the report at {path} lists the runs")
 
 
