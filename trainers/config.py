@@ -22,7 +22,7 @@ from trainers.diagnostics import DiagConfig
 from trainers.errors import ConfigError
 from trainers.init import InitConfig
 from trainers.model import Architecture, ModelConfig, count_params, flops_per_token, resolve_architecture
-from trainers.optim import OptimConfig
+from trainers.optim import OptimConfig, decay_start, warmup_steps
 from trainers.schema import (
     added_later,
     build,
@@ -226,6 +226,14 @@ def resolve(config: RunConfig) -> ResolvedRun:
         tokens_requested = train.tokens or DEFAULT_TOKENS
     batch_tokens = train.batch_size * train.seq_len
     steps = max(1, tokens_requested // batch_tokens)
+    optim = config.optim
+    if optim.warmup_tokens is not None and optim.schedule == "wsd":
+        warmup = warmup_steps(steps, optim, batch_tokens)
+        if warmup > decay_start(steps, optim):
+            raise ConfigError(
+                f"optim.warmup_tokens: {optim.warmup_tokens:,} tokens ({warmup} steps) run past the start of "
+                f"the decay at step {decay_start(steps, optim)} of {steps}: train longer or warm up less"
+            )
     config = replace(
         config,
         init=config.init.explicit(),  # a named init convention and its spelled-out keys share an id

@@ -129,7 +129,7 @@ class _Loop:
         diverged_step = None
         while step < self.total_steps:
             inputs, targets = self._train_batch(step)
-            lr = lr_at(step, self.total_steps, self.resolved.config.optim)
+            lr = lr_at(step, self.total_steps, self.resolved.config.optim, self.batch_tokens)
             pending.append(self.backend.train_step(inputs, targets, lr))
             step += 1
             at_log = step % self.resolved.config.train.log_every == 0 or step == self.total_steps

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from trainers.errors import ConfigError
+from trainers.schema import added_later
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,9 @@ class OptimConfig:
     decay_embeddings: bool = True  # apply λ to the embedding table (and LM head) too
     schedule: Literal["cosine", "wsd", "constant"] = "cosine"
     warmup_fraction: float = 0.05  # share of steps with linear warmup from 0
+    # Warmup as a number of tokens, whatever the run's length (replaces warmup_fraction when
+    # set): WSD runs of different D then share their warmup and stable phase step for step.
+    warmup_tokens: int | None = added_later(None)
     decay_fraction: float = 0.2  # wsd: share of steps in the final linear decay
     min_lr_ratio: float = 0.1  # final lr as a share of the peak
 
@@ -43,6 +47,8 @@ class OptimConfig:
         for name in ("warmup_fraction", "decay_fraction", "min_lr_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
+        if self.warmup_tokens is not None and self.warmup_tokens < 0:
+            raise ConfigError(f"warmup_tokens: must be >= 0, got {self.warmup_tokens}")
         if self.schedule == "wsd" and self.warmup_fraction + self.decay_fraction > 1:
             raise ConfigError("decay_fraction: warmup_fraction + decay_fraction must be <= 1 for wsd")
 
@@ -82,9 +88,22 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.AdamW:
     )
 
 
-def lr_at(step: int, total_steps: int, config: OptimConfig) -> float:
+def warmup_steps(total_steps: int, config: OptimConfig, tokens_per_step: int) -> int:
+    """Steps of linear warmup: ``warmup_tokens`` worth of steps when set, else a share of the run."""
+    if config.warmup_tokens is not None:
+        return math.ceil(config.warmup_tokens / tokens_per_step)
+    return round(config.warmup_fraction * total_steps)
+
+
+def decay_start(total_steps: int, config: OptimConfig) -> int:
+    """wsd: the first step of the final decay (the stable phase ends before it)."""
+    return total_steps - round(config.decay_fraction * total_steps)
+
+
+def lr_at(step: int, total_steps: int, config: OptimConfig, tokens_per_step: int) -> float:
     """Learning rate for ``step`` (0-based) of ``total_steps``: a pure function, so resuming
-    needs no scheduler state.
+    needs no scheduler state. ``tokens_per_step`` (batch × sequence) turns ``warmup_tokens``
+    into steps.
 
     cosine: linear warmup, then cosine from lr to min_lr_ratio·lr at the last step.
     wsd:    linear warmup, constant (stable), then linear decay to min_lr_ratio·lr over the last
@@ -92,18 +111,17 @@ def lr_at(step: int, total_steps: int, config: OptimConfig) -> float:
     constant: linear warmup, then constant.
     """
     peak, floor = config.lr, config.lr * config.min_lr_ratio
-    warmup_steps = round(config.warmup_fraction * total_steps)
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
+    warmup = warmup_steps(total_steps, config, tokens_per_step)
+    if step < warmup:
+        return peak * (step + 1) / warmup
     if config.schedule == "constant":
         return peak
     if config.schedule == "cosine":
-        span = max(total_steps - 1 - warmup_steps, 1)
-        progress = min((step - warmup_steps) / span, 1.0)
+        span = max(total_steps - 1 - warmup, 1)
+        progress = min((step - warmup) / span, 1.0)
         return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    decay_steps = round(config.decay_fraction * total_steps)
-    decay_start = total_steps - decay_steps
-    if step < decay_start:
+    start = decay_start(total_steps, config)
+    if step < start:
         return peak
-    progress = (step - decay_start + 1) / max(decay_steps, 1)
+    progress = (step - start + 1) / max(total_steps - start, 1)
     return peak + (floor - peak) * min(progress, 1.0)

@@ -147,3 +147,19 @@ def test_cli_refuses_a_bad_config_in_one_line_with_exit_2(tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == "gammaray: error: init.gamma: must be > 0, got -1.0"
     assert not (tmp_path / "run").exists()
+
+
+def test_a_warmup_that_runs_into_the_decay_is_refused_naming_the_key():
+    base = [
+        "model.preset=tiny",
+        "optim.schedule=wsd",
+        "train.batch_size=8",
+        "train.seq_len=32",
+        "train.tokens=25600",
+    ]
+    resolve(load_run_config(None, [*base, "optim.warmup_tokens=2560"]))  # 10 of 100 steps: fine
+    with pytest.raises(
+        ConfigError,
+        match=r"optim.warmup_tokens: 25,000 tokens \(98 steps\) run past the start of the decay at step 80",
+    ):
+        resolve(load_run_config(None, [*base, "optim.warmup_tokens=25000"]))

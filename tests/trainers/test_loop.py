@@ -168,3 +168,21 @@ def test_answers_only_loss_scores_the_composite_answers_and_learns_them(tmp_path
     result = train(run, tmp_path / "run", [JsonlLogger(tmp_path / "run" / "metrics.jsonl")])
     # Untrained, an answer costs about ln(vocab); learned, it costs far less.
     assert result.initial_eval_loss > 5 and result.final_eval_loss < 0.5 * result.initial_eval_loss, result
+
+
+def test_a_short_wsd_run_is_step_for_step_the_trunk_of_a_longer_one(tmp_path):
+    # Same warmup in tokens, same data order: the 60-step run and the 150-step run take the
+    # same steps at the same lr until the short run's decay starts (step 48), so their losses
+    # agree exactly there; that is what lets one long run stand in for the trunk of short ones.
+    wsd = ["optim.schedule=wsd", "optim.warmup_tokens=2560", "optim.decay_fraction=0.2", "train.log_every=1"]
+    trajectories = {}
+    for steps in (60, 150):
+        out = tmp_path / f"run-{steps}"
+        train(config(*wsd, f"train.tokens={steps * 256}"), out, [JsonlLogger(out / "metrics.jsonl")])
+        trajectories[steps] = [
+            r["train/loss"] for r in read_jsonl(out / "metrics.jsonl") if r["kind"] == "train"
+        ]
+    short, long = trajectories[60], trajectories[150]
+    assert len(short) == 60 and len(long) == 150
+    assert short[:48] == long[:48]
+    assert short[50] != long[50]  # then the short run decays and the long one does not

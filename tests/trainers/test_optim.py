@@ -49,7 +49,7 @@ def test_optimizer_uses_the_foreach_kernel_on_a_cpu():
 
 def test_cosine_schedule():
     config = OptimConfig(lr=1.0, schedule="cosine", warmup_fraction=0.1, min_lr_ratio=0.1)
-    lrs = [lr_at(s, 100, config) for s in range(100)]
+    lrs = [lr_at(s, 100, config, tokens_per_step=256) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert lrs[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
@@ -57,7 +57,7 @@ def test_cosine_schedule():
 
 def test_wsd_schedule():
     config = OptimConfig(lr=1.0, schedule="wsd", warmup_fraction=0.1, decay_fraction=0.2, min_lr_ratio=0.0)
-    lrs = [lr_at(s, 100, config) for s in range(100)]
+    lrs = [lr_at(s, 100, config, tokens_per_step=256) for s in range(100)]
     assert lrs[10:80] == [1.0] * 70  # stable
     assert lrs[99] == pytest.approx(0.0)
     assert all(a > b for a, b in zip(lrs[80:], lrs[81:]))
@@ -65,4 +65,16 @@ def test_wsd_schedule():
 
 def test_constant_schedule_without_warmup():
     config = OptimConfig(lr=0.5, schedule="constant", warmup_fraction=0.0)
-    assert {lr_at(s, 10, config) for s in range(10)} == {0.5}
+    assert {lr_at(s, 10, config, tokens_per_step=256) for s in range(10)} == {0.5}
+
+
+def test_wsd_runs_with_warmup_tokens_share_warmup_and_stable_phase_whatever_their_length():
+    config = OptimConfig(lr=1.0, schedule="wsd", warmup_tokens=2560, decay_fraction=0.2, min_lr_ratio=0.0)
+    short = [lr_at(s, 100, config, tokens_per_step=256) for s in range(100)]
+    long = [lr_at(s, 400, config, tokens_per_step=256) for s in range(400)]
+    assert short[:10] == [pytest.approx((s + 1) / 10) for s in range(10)]  # 2,560 tokens = 10 steps
+    assert short[:80] == long[:80]  # the short run's trunk: everything before its decay
+    assert long[80:320] == [1.0] * 240 and short[80] < 1.0
+    # A warmup share would differ: 5% of 100 steps against 5% of 400.
+    by_share = OptimConfig(lr=1.0, schedule="wsd", warmup_fraction=0.05)
+    assert lr_at(4, 100, by_share, 256) != lr_at(4, 400, by_share, 256)
