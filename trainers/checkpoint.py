@@ -4,10 +4,17 @@ Layout: ``<out>/checkpoints/step-00000123/`` holds the backend's files (model, o
 ``meta.json`` (step, the loop's own state, RNG states). A checkpoint is written into a hidden
 temporary folder and renamed into place, so a process killed mid-write leaves no half checkpoint.
 The data stream needs no state: batch k is a pure function of (seed, k).
+
+``meta.json``, written last, also lists every other file of the checkpoint with its size and
+SHA-256 (``files``), so a checkpoint damaged after it was written (a truncated or corrupt file
+on a shared file system, a file gone) is recognized before it is loaded: ``damage`` says what
+is wrong, and the loop resumes from the newest checkpoint that has none. Checkpoints written
+before the list existed are trusted as they are.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,13 +33,39 @@ def checkpoint_root(out_dir: Path) -> Path:
     return out_dir / CHECKPOINTS_DIR
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    """The newest complete checkpoint folder, or None."""
+def checkpoints_newest_first(out_dir: Path) -> list[Path]:
+    """Every checkpoint folder that was renamed into place (each has a ``meta.json``), newest first."""
     root = checkpoint_root(out_dir)
     if not root.is_dir():
-        return None
-    complete = sorted(p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / "meta.json").is_file())
-    return complete[-1] if complete else None
+        return []
+    complete = (p for p in root.iterdir() if p.name.startswith(_PREFIX) and (p / "meta.json").is_file())
+    return sorted(complete, reverse=True)
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None (damaged or not: see ``damage``)."""
+    found = checkpoints_newest_first(out_dir)
+    return found[0] if found else None
+
+
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint's files, in a few words naming the file, or None."""
+    try:
+        meta = json.loads((checkpoint / "meta.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return "meta.json: unreadable or not valid JSON"
+    if not isinstance(meta, dict) or "step" not in meta:
+        return "meta.json: no step recorded"
+    for name, expected in meta.get("files", {}).items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name}: missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{name}: {size:,} bytes where {expected['size']:,} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name}: checksum mismatch"
+    return None
 
 
 def save_checkpoint(
@@ -59,7 +92,12 @@ def save_checkpoint(
     write_state(staging)
     barrier()
     if is_main:
-        meta = {**meta, "step": step, "torch_rng_state": torch.get_rng_state().tolist()}
+        files = {
+            str(path.relative_to(staging)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+            for path in sorted(staging.rglob("*"))
+            if path.is_file()
+        }
+        meta = {**meta, "step": step, "torch_rng_state": torch.get_rng_state().tolist(), "files": files}
         (staging / "meta.json").write_text(json.dumps(meta))
         _fsync_dir(staging)
         shutil.rmtree(final, ignore_errors=True)
@@ -72,7 +110,16 @@ def save_checkpoint(
 def read_meta(checkpoint: Path) -> dict[str, Any]:
     meta = json.loads((checkpoint / "meta.json").read_text())
     torch.set_rng_state(torch.tensor(meta.pop("torch_rng_state"), dtype=torch.uint8))
+    meta.pop("files", None)
     return meta
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ import torch
 from trainers.backends import make_backend
 from trainers.backends.common import Backend
 from trainers.callbacks import Callback
-from trainers.checkpoint import latest_checkpoint, read_meta, save_checkpoint
+from trainers.checkpoint import checkpoints_newest_first, damage, read_meta, save_checkpoint
 from trainers.config import ResolvedRun, RunConfig, dump_yaml, resolve
 from trainers.data import TokenSource, build_source
 from trainers.data.vocab import Role
@@ -175,12 +176,34 @@ class _Loop:
         return self._local_rows(inputs_and_targets(*rows))
 
     def _resume(self) -> tuple[int, float]:
-        checkpoint = latest_checkpoint(self.out_dir)
-        if checkpoint is None:
-            return 0, math.nan
-        self.backend.load(checkpoint)
-        meta = read_meta(checkpoint)
-        return meta["step"], meta["initial_eval_loss"]
+        """Load the newest checkpoint that verifies and loads; each one passed over is named in a
+        warning. Without one, the run starts from step 0 (with a warning if some were damaged)."""
+        skipped: list[tuple[Path, str]] = []
+        for checkpoint in checkpoints_newest_first(self.out_dir):
+            reason = damage(checkpoint)
+            if reason is None:
+                try:
+                    self.backend.load(checkpoint)
+                    meta = read_meta(checkpoint)
+                except Exception as error:  # a checkpoint from before file lists, damaged all the same
+                    reason = f"cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
+            if reason is not None:
+                skipped.append((checkpoint, reason))
+                continue
+            self._warn_skipped(skipped, f"resuming from {checkpoint.name}")
+            return meta["step"], meta["initial_eval_loss"]
+        self._warn_skipped(skipped, "no usable checkpoint left: starting from step 0")
+        return 0, math.nan
+
+    def _warn_skipped(self, skipped: list[tuple[Path, str]], outcome: str) -> None:
+        if not self.dist.is_main:
+            return
+        for checkpoint, reason in skipped:
+            print(
+                f"gammaray: warning: checkpoint {checkpoint.name} is damaged ({reason}); {outcome}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     @torch.no_grad()
     def _evaluate(self, step: int, final: bool = False) -> float:

@@ -81,6 +81,31 @@ def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, torch_run):
     assert losses(folder / "metrics.jsonl") == losses(tmp_path / "straight" / "metrics.jsonl")
 
 
+def test_a_damaged_deepspeed_checkpoint_is_passed_over(tmp_path, capfd):
+    from tests.trainers.test_loop import Crash
+
+    config = load_run_config(
+        None, [*RUN, "train.backend=deepspeed", "train.processes=1", "train.checkpoint_every=10"]
+    )
+    straight = run_local(config, tmp_path / "straight", [])
+    folder = tmp_path / "interrupted"
+    with pytest.raises(TrainingError, match="a training process failed"):
+        run_local(config, folder, [Crash(step=35)])
+    newest = latest_checkpoint(folder)
+    assert newest.name == "step-00000030"
+    biggest = max(
+        (p for p in newest.rglob("*") if p.is_file() and p.name != "meta.json"),
+        key=lambda p: p.stat().st_size,
+    )
+    biggest.write_bytes(biggest.read_bytes()[:100])  # a DeepSpeed shard cut short
+    capfd.readouterr()
+    resumed = run_local(config, folder, [])
+    warning = capfd.readouterr().err
+    assert f"checkpoint step-00000030 is damaged ({biggest.relative_to(newest)}: 100 bytes" in warning
+    assert "resuming from step-00000020" in warning
+    assert resumed.final_eval_loss == straight.final_eval_loss
+
+
 def test_cli_trains_with_two_deepspeed_processes(tmp_path):
     from tests.conftest import run_cli
 

@@ -186,3 +186,57 @@ def test_a_short_wsd_run_is_step_for_step_the_trunk_of_a_longer_one(tmp_path):
     assert len(short) == 60 and len(long) == 150
     assert short[:48] == long[:48]
     assert short[50] != long[50]  # then the short run decays and the long one does not
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+DAMAGE = {
+    "truncated state.pt": (lambda c: _truncate(c / "state.pt"), "state.pt: "),
+    "bit-flipped state.pt": (lambda c: _flip_a_byte(c / "state.pt"), "state.pt: checksum mismatch"),
+    "truncated meta.json": (lambda c: _truncate(c / "meta.json"), "meta.json: unreadable or not valid JSON"),
+    "missing state.pt": (lambda c: (c / "state.pt").unlink(), "state.pt: missing"),
+}
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("straight")
+    run = config("train.tokens=30000", "train.checkpoint_every=20", "train.keep_checkpoints=3")
+    return run, train(run, folder / "run")
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_a_damaged_newest_checkpoint_is_passed_over_for_the_one_before(kind, straight_run, tmp_path, capfd):
+    run, straight = straight_run
+    with pytest.raises(SimulatedCrash):
+        train(run, tmp_path, [Crash(step=65)])
+    damage_it, reason = DAMAGE[kind]
+    damage_it(tmp_path / "checkpoints" / "step-00000060")
+    capfd.readouterr()
+    resumed = train(run, tmp_path)
+    warning = capfd.readouterr().err
+    assert f"checkpoint step-00000060 is damaged ({reason}" in warning
+    assert "; resuming from step-00000040" in warning
+    assert resumed.final_eval_loss == straight.final_eval_loss  # exactly, on a CPU
+
+
+def test_with_every_checkpoint_damaged_the_run_starts_over_with_a_warning(straight_run, tmp_path, capfd):
+    run, straight = straight_run
+    with pytest.raises(SimulatedCrash):
+        train(run, tmp_path, [Crash(step=65)])
+    for checkpoint in (tmp_path / "checkpoints").iterdir():
+        _flip_a_byte(checkpoint / "state.pt")
+    capfd.readouterr()
+    resumed = train(run, tmp_path)
+    warning = capfd.readouterr().err
+    assert warning.count("is damaged (state.pt: checksum mismatch)") == 3
+    assert "no usable checkpoint left: starting from step 0" in warning
+    assert resumed.final_eval_loss == straight.final_eval_loss
