@@ -185,7 +185,7 @@ class _Loop:
                 try:
                     self.backend.load(checkpoint)
                     meta = read_meta(checkpoint)
-                except Exception as error:  # a checkpoint from before file lists, damaged all the same
+                except Exception as error:  # it verified (or predates file lists) but does not load
                     reason = f"cannot be loaded ({type(error).__name__}: {str(error).splitlines()[0][:120]})"
             if reason is not None:
                 skipped.append((checkpoint, reason))
