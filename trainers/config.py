@@ -65,6 +65,9 @@ class TrainConfig:
     # torch.compile the training forward and backward: faster steps after a one-off compile
     # (tens of seconds on a CPU, where it needs a C++ compiler); worth it for long runs.
     compile: bool = not_result(False)
+    # On SIGTERM or SIGINT the run stops at its next step with a checkpoint; if that takes longer
+    # than this (a very long step), the process exits anyway (trainers.preemption).
+    preempt_grace_s: float = not_result(30.0)
 
     def validate(self) -> None:
         if self.tokens is not None and self.tokens_per_param is not None:
@@ -76,6 +79,8 @@ class TrainConfig:
         for name in ("batch_size", "seq_len", "processes", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.preempt_grace_s <= 0:
+            raise ConfigError(f"preempt_grace_s: must be > 0, got {self.preempt_grace_s}")
         for name in ("eval_every", "checkpoint_every", "threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0, got {getattr(self, name)}")

@@ -32,6 +32,7 @@ from trainers.distributed import SINGLE_PROCESS, DistInfo
 from trainers.init import init_weights
 from trainers.model import Transformer
 from trainers.optim import lr_at
+from trainers.preemption import Preempted, StopRequest
 from trainers.probes import build_probes
 from trainers.run_folder import CONFIG_FILE, SUMMARY_FILE
 
@@ -90,7 +91,11 @@ def train(
     init_weights(model, run.config.init, torch.Generator().manual_seed(run.config.seed))
     backend = make_backend(run, model, dist)
     try:
-        return _Loop(run, source, backend, out_dir, callbacks if dist.is_main else (), dist, started).run()
+        with StopRequest(train_config.preempt_grace_s) as stop:
+            loop = _Loop(
+                run, source, backend, out_dir, callbacks if dist.is_main else (), dist, started, stop
+            )
+            return loop.run()
     finally:
         backend.close()
 
@@ -105,9 +110,10 @@ class _Loop:
         callbacks: Sequence[Callback],
         dist: DistInfo,
         started: float,
+        stop: StopRequest,
     ):
         self.resolved, self.source, self.backend, self.out_dir = run, source, backend, out_dir
-        self.callbacks, self.dist, self.started = callbacks, dist, started
+        self.callbacks, self.dist, self.started, self.stop = callbacks, dist, started, stop
         train = run.config.train
         self.total_steps = run.steps
         self.batch_tokens = train.batch_size * train.seq_len
@@ -136,7 +142,8 @@ class _Loop:
             at_log = step % self.resolved.config.train.log_every == 0 or step == self.total_steps
             at_eval = step % self.eval_every == 0 and step < self.total_steps
             at_checkpoint = step % self.checkpoint_every == 0 and step < self.total_steps
-            if not (at_log or at_eval or at_checkpoint):
+            stopping = self._stop_requested(at_log or at_eval or at_checkpoint) and step < self.total_steps
+            if not (at_log or at_eval or at_checkpoint or stopping):
                 continue
             # Wait for the device only here: reading losses every step would stall a GPU.
             losses = self.backend.mean_across_processes(torch.stack(pending)).cpu()
@@ -159,12 +166,24 @@ class _Loop:
             )
             if at_eval:
                 self._evaluate(step)
-            if at_checkpoint:
+            if at_checkpoint or stopping:
                 self._checkpoint(step, initial_eval_loss)
+            if stopping:
+                raise Preempted(step, self.stop.signum)
             pending, window_start, window_clock = [], step, time.perf_counter()
         return self._finish(step, initial_eval_loss, train_seconds, diverged_step)
 
     # ---- pieces -------------------------------------------------------------------------------
+
+    def _stop_requested(self, at_window: bool) -> bool:
+        """Whether to stop now: at any step for one process; for several, all together at the
+        next window (one all-reduce of the flag there), since their checkpoint is collective."""
+        if self.dist.world_size == 1:
+            return self.stop.requested
+        if not at_window:
+            return False
+        flag = torch.tensor([1.0 if self.stop.requested else 0.0])
+        return bool(self.backend.sum_across_processes(flag).item() > 0)
 
     def _train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This process's inputs and targets of training step ``step``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -31,6 +32,7 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
     from trainers.config import load_run_config, resolve
     from trainers.launch import run_local
     from trainers.loop import read_summary
+    from trainers.preemption import Preempted
 
     config = load_run_config(run_file, overrides)
     resolved = resolve(config)
@@ -39,7 +41,11 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
     if result is not None and result.run_id == resolved.run_id:
         click.echo(f"run {result.run_id} already finished in {out}", err=True)
     else:
-        result = run_local(config, out, [ConsoleProgress(), JsonlLogger(out / METRICS_FILE)])
+        try:
+            result = run_local(config, out, [ConsoleProgress(), JsonlLogger(out / METRICS_FILE)])
+        except Preempted as stopped:
+            click.echo(f"gammaray: {stopped}", err=True)
+            sys.exit(stopped.exit_code)
     if as_json:
         print_json({**result.to_dict(), "out_dir": str(out)})
     else:
