@@ -14,6 +14,7 @@ before the list existed are trusted as they are.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from typing import Any
 
 import torch
 
+from trainers.errors import TrainingError
 from trainers.run_folder import CHECKPOINTS_DIR
 
 _PREFIX = "step-"
@@ -85,26 +87,53 @@ def save_checkpoint(
     root = checkpoint_root(out_dir)
     final = root / f"{_PREFIX}{step:08d}"
     staging = root / f".staging-{_PREFIX}{step:08d}"
-    if is_main:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-    barrier()
-    write_state(staging)
-    barrier()
-    if is_main:
-        files = {
-            str(path.relative_to(staging)): {"size": path.stat().st_size, "sha256": _sha256(path)}
-            for path in sorted(staging.rglob("*"))
-            if path.is_file()
-        }
-        meta = {**meta, "step": step, "torch_rng_state": torch.get_rng_state().tolist(), "files": files}
-        (staging / "meta.json").write_text(json.dumps(meta))
-        _fsync_dir(staging)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        _prune(root, keep)
+    try:
+        if is_main:
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        barrier()
+        write_state(staging)
+        barrier()
+        if is_main:
+            _publish(staging, final, root, step, meta, keep)
+    except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
+        shutil.rmtree(staging, ignore_errors=True)  # the space it held; older checkpoints stay
+        raise CheckpointWriteError(staging, error) from error
     barrier()
     return final
+
+
+class CheckpointWriteError(TrainingError):
+    """A checkpoint could not be written (full disk, I/O error, permissions); the run stops with
+    the folder and the OS's reason in one line, the checkpoints before it untouched."""
+
+    def __init__(self, folder: Path, error: BaseException):
+        if isinstance(error, OSError) and error.errno in errno.errorcode:
+            reason = f"{errno.errorcode[error.errno]}: {error.strerror}"
+        else:
+            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        try:
+            free = f"; {shutil.disk_usage(folder.parent).free:,} bytes free there"
+        except OSError:
+            free = ""
+        super().__init__(
+            f"cannot write checkpoint {folder} ({reason}{free}); the checkpoints before it are kept"
+        )
+
+
+def _publish(staging: Path, final: Path, root: Path, step: int, meta: dict[str, Any], keep: int) -> None:
+    """Add ``meta.json`` (with the file list) to a written checkpoint and rename it into place."""
+    files = {
+        str(path.relative_to(staging)): {"size": path.stat().st_size, "sha256": _sha256(path)}
+        for path in sorted(staging.rglob("*"))
+        if path.is_file()
+    }
+    meta = {**meta, "step": step, "torch_rng_state": torch.get_rng_state().tolist(), "files": files}
+    (staging / "meta.json").write_text(json.dumps(meta))
+    _fsync_dir(staging)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(staging, final)
+    _prune(root, keep)
 
 
 def read_meta(checkpoint: Path) -> dict[str, Any]:

@@ -7,7 +7,7 @@ imported (no torch, ray or mlflow), so every layer can.
 
 A run folder holds ``config.yaml`` (the resolved config, written first), ``metrics.jsonl`` (one
 record per log, eval and diagnostic), ``checkpoints/`` (see ``trainers.checkpoint``) and, once
-the run ends, ``summary.json`` (its ``RunResult``). The workspace is ``$GAMMARAY_HOME`` when set,
+the run ends, ``summary.json`` (its ``RunResult``), or ``error.log`` when it could not go on. The workspace is ``$GAMMARAY_HOME`` when set,
 else ``./gammaray-runs``; the embedded MLflow store is a SQLite file inside it.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
+ERROR_LOG = "error.log"  # tracebacks of runs that could not go on (`gammaray train`)
 CHECKPOINTS_DIR = "checkpoints"
 RUN_FILES = (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE)  # what a finished run keeps as artifacts
 

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from orchestrator.cli.support import json_option, print_json, set_option, user_errors
 from trainers.callbacks import ConsoleProgress, JsonlLogger
-from trainers.run_folder import METRICS_FILE, workspace_dir
+from trainers.run_folder import ERROR_LOG, METRICS_FILE, workspace_dir
+
+RUN_FAILED_EXIT = 1  # the run failed (a user error exits 2)
 
 
 @click.command()
@@ -30,6 +33,7 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
     same command again resumes an interrupted run, and returns a finished one without training.
     """
     from trainers.config import load_run_config, resolve
+    from trainers.errors import TrainingError
     from trainers.launch import run_local
     from trainers.loop import read_summary
     from trainers.preemption import Preempted
@@ -46,6 +50,10 @@ def train(run_file: str | None, overrides: tuple[str, ...], out_dir: str | None,
         except Preempted as stopped:
             click.echo(f"gammaray: {stopped}", err=True)
             sys.exit(stopped.exit_code)
+        except TrainingError as error:  # the run could not go on: one line here, the traceback in the folder
+            _keep_traceback(out / ERROR_LOG)
+            click.echo(f"gammaray: error: {error}", err=True)
+            sys.exit(RUN_FAILED_EXIT)
     if as_json:
         print_json({**result.to_dict(), "out_dir": str(out)})
     else:
@@ -71,3 +79,12 @@ def inspect(run_file: str | None, overrides: tuple[str, ...], as_json: bool) -> 
     from trainers.inspect import format_report
 
     click.echo(format_report(report))
+
+
+def _keep_traceback(path: Path) -> None:
+    """Append the exception being handled to ``path`` (best effort: the disk may be the problem)."""
+    try:
+        with open(path, "a") as log:
+            traceback.print_exc(file=log)
+    except OSError:
+        pass
