@@ -57,9 +57,8 @@ class InitConfig:
     # The keys below joined after run ids were first issued; at their defaults they leave ids alone.
     convention: Literal["gammaray", "xu"] = added_later("gammaray")
     fan_in_rule: Literal["fan_in", "d_model"] = added_later("fan_in")  # the n of std = n^(-γ)
-    residual_scale: Literal["none", "depth"] = added_later(
-        "none"
-    )  # depth: ÷ √(2·n_layers) on o_proj, down_proj
+    # depth: the residual-branch outputs (o_proj, down_proj) divided by √(2·n_layers)
+    residual_scale: Literal["none", "depth"] = added_later("none")
     gamma_qk: float | None = added_later(None)
     gamma_vo: float | None = added_later(None)
     gamma_mlp: float | None = added_later(None)
