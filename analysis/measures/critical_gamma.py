@@ -114,9 +114,8 @@ def _winners(values: np.ndarray) -> np.ndarray:
 class CriticalGamma:
     """Per-group final loss, probe accuracy and stability, and the best groups."""
 
-    table: (
-        pd.DataFrame
-    )  # one row per group label: runs, finished, diverged, spiky_runs, spikes, loss, probe ...
+    # One row per group label: runs, finished, diverged, spiky_runs, spikes, loss, probe ...
+    table: pd.DataFrame
     best_loss: Best | None
     best_probe: Best | None
     notes: tuple[str, ...] = field(default_factory=tuple)

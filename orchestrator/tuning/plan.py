@@ -210,9 +210,8 @@ def _refuse_mixed_group(
                     f"({short_value(mine.get(key))} and {short_value(value)}) but is not a per key; "
                     f"tune each value separately with {flag} {','.join([*per, *varying])}"
                 )
-    raise GridError(
-        f"{grid.source}: points {first.index} and {others[0].index} fall into the same study"
-    )  # unreachable
+    # Unreachable: two points in one study differ in some key, and the loop above names it.
+    raise GridError(f"{grid.source}: points {first.index} and {others[0].index} fall into the same study")
 
 
 def _raw_values(grid: Grid, point: Point, spec: RunSpec) -> dict[str, Any]:
