@@ -18,7 +18,7 @@ RUN = [
     "model.preset=tiny",
     "train.batch_size=8",
     "train.seq_len=32",
-    "train.tokens=512000",  # 2,000 steps
+    "train.tokens=256000",  # 1,000 steps
     "train.log_every=5",
     "train.eval_every=500",
     "train.checkpoint_every=100000",  # none on its own: the only checkpoint is the stop's
@@ -33,8 +33,13 @@ def train_steps(folder):
     return [json.loads(line)["step"] for line in path.read_text().splitlines() if '"kind": "train"' in line]
 
 
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    return train(load_run_config(None, RUN), tmp_path_factory.mktemp("straight"))
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_the_run_at_a_checkpoint_and_the_same_command_resumes_it(tmp_path, signum):
+def test_a_signal_stops_the_run_at_a_checkpoint_and_the_same_command_resumes_it(tmp_path, signum, straight):
     out = tmp_path / "run"
     command = ["train", *[a for o in RUN for a in ("--set", o)], "--out", str(out)]
     process = subprocess.Popen(
@@ -52,10 +57,9 @@ def test_a_signal_stops_the_run_at_a_checkpoint_and_the_same_command_resumes_it(
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None and read_summary(out) is None
     stopped_at = int(checkpoint.name.removeprefix("step-"))
-    assert 100 <= stopped_at < 2000 and stopped_at == train_steps(out)[-1]
+    assert 100 <= stopped_at < 1000 and stopped_at == train_steps(out)[-1]
     assert f"stopped by {signal.Signals(signum).name} at step {stopped_at} with a checkpoint" in stderr
 
     resumed = run_cli(*command, "--json")
     assert resumed.returncode == 0, resumed.stderr
-    straight = train(load_run_config(None, RUN), tmp_path / "straight")
     assert json.loads(resumed.stdout.splitlines()[-1])["final_eval_loss"] == straight.final_eval_loss
