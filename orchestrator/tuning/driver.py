@@ -54,6 +54,7 @@ from trainers.errors import ConfigError
 from trainers.run_folder import METRICS_FILE
 
 POLL_S = 0.5  # how long the loop waits for a task before tailing the running trials
+PRUNE_STOP_WAIT_S = 10.0  # how long a pruned run's stopped task is given to end, to learn if it had finished
 
 
 @dataclass
@@ -210,6 +211,10 @@ class Tuner:
         if running.launched is not None and running.launched.ref in self.inflight:
             dispatch.stop(running.launched)  # if it has just ended, the result is dropped: pruned anyway
             self._remove(running.launched.ref)
+            # A run that ended before the stop reached it was trained to its end all the same.
+            ended = ended_tasks([running.launched.ref], PRUNE_STOP_WAIT_S)
+            if ended and dispatch.outcome(running.launched).kind == "result":
+                self.counts.trained += 1
         step = max(running.reported)
         for trial in running.trials:
             running.state.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
