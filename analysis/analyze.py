@@ -439,9 +439,11 @@ def _grouping_notes(table: RunTable, finished: pd.DataFrame, by: tuple[str, ...]
         frame[column] = frame[column].map(
             lambda v: "∅" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
         )
+    chosen_over = table.selection.keys if table.selection is not None else ()
     for axis in table.axes:
         if (
             axis in by
+            or axis in chosen_over
             or axis in CORE_COLUMNS
             or axis.split(".")[-1] in ("seed", "run_id")
             or axis not in frame

@@ -36,12 +36,14 @@ def _parse_by(by: str | None) -> tuple[str, ...] | None:
     return columns
 
 
-def _load(grid: str | None, csv_path: str | None, tracking_uri: str | None):
+def _load(grid: str | None, csv_path: str | None, tracking_uri: str | None, best_over: str | None):
     from analysis.load import load_csv, load_grid_runs
+    from analysis.select import best_over as select_best
 
     if bool(grid) == bool(csv_path):
         raise AnalysisError("give exactly one of --grid NAME or --csv FILE")
-    return load_grid_runs(grid, tracking_uri) if grid else load_csv(csv_path)
+    table = load_grid_runs(grid, tracking_uri) if grid else load_csv(csv_path)
+    return select_best(table, _parse_by(best_over) or ())
 
 
 def _notes(analysis) -> list[str]:
@@ -95,6 +97,13 @@ def _common_options(function):
         help="MLflow tracking URI (default: the workspace's embedded store).",
     )(function)
     function = click.option(
+        "--best-over",
+        "best_over",
+        metavar="COLS",
+        default=None,
+        help="Keep, at each point of the other axes, only the runs at the best value of these columns (e.g. optim.lr).",
+    )(function)
+    function = click.option(
         "--by",
         "by",
         metavar="COLS",
@@ -137,6 +146,7 @@ def fit_command(
     grid: str | None,
     csv_path: str | None,
     by: str | None,
+    best_over: str | None,
     tracking_uri: str | None,
     e_mode: str,
     holdout: str | None,
@@ -155,7 +165,7 @@ def fit_command(
             raise AnalysisError(f"--form: unknown form '{form}' (expected one of {', '.join(FORM_CHOICES)})")
         if bootstrap < 0:
             raise AnalysisError(f"--bootstrap: must be >= 0, got {bootstrap}")
-        table = _load(grid, csv_path, tracking_uri)
+        table = _load(grid, csv_path, tracking_uri, best_over)
         result = analyze(
             table,
             by=_parse_by(by),
@@ -219,6 +229,7 @@ def report_command(
     grid: str | None,
     csv_path: str | None,
     by: str | None,
+    best_over: str | None,
     tracking_uri: str | None,
     e_mode: str,
     holdout: str | None,
@@ -233,7 +244,7 @@ def report_command(
     from analysis.summary import holdout_line, summary_lines
 
     try:
-        table = _load(grid, csv_path, tracking_uri)
+        table = _load(grid, csv_path, tracking_uri, best_over)
         path = Path(out) if out else default_report_path(table.name)
         if path.suffix.lower() not in (".html", ".htm"):
             raise AnalysisError(f"--out: {path}: the report is an HTML file (end the name in .html)")

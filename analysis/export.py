@@ -33,6 +33,7 @@ from analysis.measures.phase_diagram import (
     PhaseDiagram,
     table_phase_diagram,
 )
+from analysis.select import Selection
 from analysis.summary import summary_lines
 
 SCHEMA_VERSION = 2
@@ -264,6 +265,25 @@ def phase_to_dict(diagram: PhaseDiagram | None) -> dict[str, Any] | None:
     }
 
 
+def selection_to_dict(selection: Selection | None) -> dict[str, Any] | None:
+    """The runs' narrowing to each point's best value of some columns (``--best-over``), or None."""
+    if selection is None:
+        return None
+    return {
+        "keys": list(selection.keys),
+        "runs_before": selection.runs_before,
+        "points": [
+            {
+                "point": choice.point,
+                "chosen": choice.chosen,
+                "at_edge": list(choice.at_edge),
+                "tried": [{"values": values, "loss": _num(loss)} for values, loss in choice.losses],
+            }
+            for choice in selection.choices
+        ],
+    }
+
+
 def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
     """The whole analysis: the ``--json`` document and the content of ``fit.json``."""
     runs = analysis.table.runs
@@ -281,6 +301,7 @@ def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
             "e_mode": analysis.e_mode,
             "e_known": analysis.e_known,
             "verdict": analysis.verdict.to_dict() if analysis.verdict else None,
+            "best_over": selection_to_dict(analysis.table.selection),
             "runs": {
                 "total": len(runs),
                 "finished": int((runs["state"] == "finished").sum()),

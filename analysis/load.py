@@ -63,6 +63,9 @@ class RunTable:
     axes: tuple[str, ...] = ()
     default_by: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
+    # An analysis.select.Selection when the runs were narrowed to each point's best value of a
+    # knob (--best-over), else None.
+    selection: Any = None
 
     @property
     def finished(self) -> pd.DataFrame:

@@ -50,6 +50,11 @@ def _summary(analysis: Analysis) -> str:
         f"{len(runs)} runs ({n_fin} finished{other_text}) in {len(groups)} group(s) by {by_text}; "
         f"forms fitted: {', '.join(FORM_TITLES[f].split(':')[0] for f in analysis.forms) or 'none'}; {e_text}."
     )
+    if table.selection is not None:
+        facts += (
+            f" Each point is at its best {', '.join(table.selection.keys)}: {len(runs)} of "
+            f"{table.selection.runs_before} runs kept (the notes say which value each point kept)."
+        )
     lines = summary_lines(analysis)
     significant = analysis.verdict is not None and analysis.verdict.significant
     paragraphs = [
