@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,9 @@ def connect(address: str | None, local_capacity: Capacity, warm_workers: int = 0
 
     if ray.is_initialized():
         return _describe(owned=False, dashboard_url=None)
+    # ray.init puts its own SIGTERM handler in place, which exits at once; the driver's (the one
+    # that stops its runs at a checkpoint) goes back once Ray is up.
+    sigterm = signal.getsignal(signal.SIGTERM)
     if address:
         context = ray.init(
             address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING
@@ -64,6 +69,8 @@ def connect(address: str | None, local_capacity: Capacity, warm_workers: int = 0
         from orchestrator.worker import warm_up_workers
 
         warm_up_workers(warm_workers)
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm)
     url = getattr(context, "dashboard_url", None)
     return _describe(owned=True, dashboard_url=f"http://{url}" if url and not url.startswith("http") else url)
 

@@ -9,8 +9,9 @@ caller.
   gang: a leader of that name and one task per process in a placement group of the same name.
 - ``outcome`` reads an ended task as a ``result``, a ``failure`` raised by training (training is
   deterministic: trying again would fail again), a ``dead`` worker (SIGKILL, out of memory, a
-  lost node, a dead gang process: worth another attempt, which resumes from the checkpoint) or
-  ``cancelled``.
+  lost node, a dead gang process: worth another attempt, which resumes from the checkpoint), a
+  ``preempted`` run (its worker got SIGTERM and it stopped at a checkpoint: launch it again, no
+  fault of the run's) or ``cancelled``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 from orchestrator.grids.expand import RunSpec
 from orchestrator.tracking.store import one_line
 from orchestrator.worker import GangWorkerDied, remote_function
+from trainers.preemption import Preempted
 
 
 @dataclass
@@ -36,9 +38,9 @@ class Launched:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: Literal["result", "failure", "dead", "cancelled"]
+    kind: Literal["result", "failure", "dead", "preempted", "cancelled"]
     result: dict[str, Any] | None = None  # the run's RunResult as a dict, for ``result``
-    reason: str | None = None  # one line, for ``failure`` and ``dead``
+    reason: str | None = None  # one line, for ``failure``, ``dead`` and ``preempted``
 
 
 def needs_fresh_worker(spec: RunSpec) -> bool:
@@ -81,6 +83,8 @@ def outcome(launched: Launched) -> Outcome:
         cause = getattr(error, "cause", None) or error
         if isinstance(cause, GangWorkerDied):
             return Outcome("dead", reason=str(cause))
+        if isinstance(cause, Preempted):
+            return Outcome("preempted", reason=str(cause))
         return Outcome("failure", reason=one_line(cause))
     except RayError as error:  # the worker died: SIGKILL, out of memory, a lost node
         return Outcome("dead", reason=f"worker died ({type(error).__name__})")
@@ -99,11 +103,16 @@ def release(launched: Launched) -> None:
         pass
 
 
-def stop(launched: Launched) -> None:
-    """Cancel the attempt's task and its children (best effort: it may have just ended)."""
+def stop(launched: Launched, graceful: bool = False) -> None:
+    """Cancel the attempt's task and its children (best effort: it may have just ended).
+
+    ``graceful``: ask instead of kill. Ray raises the interrupt in the task's main thread, where
+    the trainer's SIGINT handler takes it as a stop request: the run stops at its next step with
+    a checkpoint of it (``trainers.preemption``), and its task ends as cancelled.
+    """
     import ray
 
     try:
-        ray.cancel(launched.ref, force=True, recursive=True)
+        ray.cancel(launched.ref, force=not graceful, recursive=True)
     except Exception:
         pass

@@ -9,7 +9,13 @@ runs. Each attempt's outcome decides what follows:
   deterministic, so trying again would fail again);
 - a dead worker (SIGKILL, out of memory, a lost node) or a dead gang process: the run is
   launched again, up to ``retries`` times, and resumes from its latest checkpoint;
+- a preempted run (its worker got SIGTERM, and it stopped at a checkpoint): launched again at
+  once, not counted as a retry, since nothing went wrong with the run;
 - a cancellation request found in the tracking store: the task is stopped, ``cancelled``.
+
+When the driver itself stops (Ctrl-C, SIGTERM), it asks every running run to stop at a
+checkpoint of its current step, waits for them (up to their ``train.preempt_grace_s``), kills
+what is left and records the runs as ``cancelled``: submitting the grid again resumes them.
 
 Retries are decided here rather than by Ray's ``max_retries``: one mechanism then covers
 single tasks and gangs alike, and every attempt is visible in the store and on the console.
@@ -37,12 +43,14 @@ from trainers.run_folder import SUMMARY_FILE
 POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
 FLUSH_S = 1.0  # how often new metrics are sent to the store
 CAPACITY_S = 30.0  # how often the cluster's nodes are counted again (autoscaling, lost nodes)
+STOP_MARGIN_S = 5.0  # beyond the runs' own grace period, for their tasks to report back
 
 
 @dataclass
 class Attempt:
     launched: Launched
-    number: int  # 1, 2, ...: this submission's attempt at the run
+    number: int  # 1, 2, ...: this submission's attempt at the run (preemptions do not count)
+    key: str  # names the launch in attempts.jsonl: <submission>:<number>[.<preemptions>]
     running: bool = False  # the worker has recorded its start
     cancelled: bool = False  # stopped on request
 
@@ -76,6 +84,7 @@ class Scheduler:
         self.used_cpus = 0.0
         self.used_gpus = 0.0
         self.trained: set[str] = set()  # runs that reached a result in this submission
+        self.preemptions: dict[str, int] = {}  # run id → times its worker was preempted
         self.submission = uuid.uuid4().hex[:8]
         self._last_flush = 0.0
         self._last_capacity = time.monotonic()
@@ -92,8 +101,8 @@ class Scheduler:
                 self._wait(POLL_S)
                 self._note_starts()
                 self._flush()
-        except BaseException:
-            self._stop_all("the driver stopped")
+        except BaseException as error:
+            self._stop_all(f"the driver stopped ({_why(error)})")
             raise
         finally:
             self.progress.close()
@@ -132,10 +141,12 @@ class Scheduler:
             self.capacity = capacity
 
     def _launch(self, spec: RunSpec, number: int) -> None:
-        launched = dispatch.launch(spec, f"{self.submission}:{number}", spec.task_name, self.gpu_cluster)
+        preempted = self.preemptions.get(spec.run_id, 0)
+        key = f"{self.submission}:{number}" + (f".{preempted}" if preempted else "")
+        launched = dispatch.launch(spec, key, spec.task_name, self.gpu_cluster)
         self.used_cpus += spec.processes * spec.resources.cpus
         self.used_gpus += spec.processes * spec.resources.gpus
-        self.inflight[launched.ref] = Attempt(launched, number)
+        self.inflight[launched.ref] = Attempt(launched, number, key)
         self.recorder.watch(spec.run_id)
 
     def _wait(self, timeout: float) -> None:
@@ -147,8 +158,7 @@ class Scheduler:
         for attempt in self.inflight.values():
             if attempt.running:
                 continue
-            key = f"{self.submission}:{attempt.number}"
-            if any(record.get("attempt") == key for record in read_attempts(attempt.spec.out_dir)):
+            if any(record.get("attempt") == attempt.key for record in read_attempts(attempt.spec.out_dir)):
                 attempt.running = True
                 self.states[attempt.spec.run_id] = "running"
                 self.recorder.set_state(attempt.spec.run_id, "running", None, attempts=attempt.number)
@@ -173,6 +183,8 @@ class Scheduler:
             )
         elif ended.kind == "dead":
             self._retry_or_fail(attempt, ended.reason)
+        elif ended.kind == "preempted":
+            self._relaunch_preempted(attempt, ended.reason)
         elif ended.kind == "failure":
             self._end(spec, "failed", ended.reason, attempt)
         else:
@@ -206,6 +218,14 @@ class Scheduler:
             self.queue.insert(0, (spec, number + 1))
         else:
             self._end(spec, "failed", f"{reason}; gave up after {number} attempts", attempt)
+
+    def _relaunch_preempted(self, attempt: Attempt, reason: str) -> None:
+        spec = attempt.spec
+        self.preemptions[spec.run_id] = self.preemptions.get(spec.run_id, 0) + 1
+        self.progress.event(f"preempted {spec.run_id}  {spec.label}: {reason}; launched again (not a retry)")
+        self.states[spec.run_id] = "pending"
+        self.recorder.set_state(spec.run_id, "pending", f"preempted: {reason}", attempts=attempt.number)
+        self.queue.insert(0, (spec, attempt.number))
 
     def _end(
         self, spec: RunSpec, state: str, reason: str | None, attempt: Attempt, result: dict | None = None
@@ -241,13 +261,41 @@ class Scheduler:
                 dispatch.stop(attempt.launched)
 
     def _stop_all(self, reason: str) -> None:
-        """Stop every running task (the driver is going away) and record why, best effort."""
-        for attempt in list(self.inflight.values()):
-            dispatch.stop(attempt.launched)
+        """Stop every running run at a checkpoint (the driver is going away) and record why.
+
+        Each run is asked to stop and given its grace period; one that has not ended by then, or
+        every one when the driver is interrupted again, is killed (it resumes from its latest
+        checkpoint instead of its current step).
+        """
+        running = list(self.inflight.values())
+        for attempt in running:
+            dispatch.stop(attempt.launched, graceful=True)
+        grace = max((a.spec.config.train.preempt_grace_s for a in running), default=0.0)
+        deadline = time.monotonic() + grace + STOP_MARGIN_S
+        stopped: set[Any] = set()
+        try:
+            while len(stopped) < len(running) and time.monotonic() < deadline:
+                waiting = [a.launched.ref for a in running if a.launched.ref not in stopped]
+                stopped |= ended_tasks(waiting, min(POLL_S, max(deadline - time.monotonic(), 0.0)))
+        except BaseException:  # interrupted again: stop waiting
+            pass
+        for attempt in running:
+            spec = attempt.spec
+            asked = attempt.launched.ref in stopped
+            if asked and dispatch.outcome(attempt.launched).kind == "result":
+                self._complete(attempt)  # it finished before the request reached it
+                continue
+            if not asked:
+                dispatch.stop(attempt.launched)
             self._release(attempt)
-            self.states[attempt.spec.run_id] = "cancelled"
-            self.recorder.set_state(attempt.spec.run_id, "cancelled", reason, attempts=attempt.number)
-            self.recorder.done(attempt.spec.run_id, with_artifacts=False)
+            why = (
+                f"{reason}; "
+                + ("stopped at a checkpoint of its last step" if asked else "killed")
+                + ", the next submit resumes it"
+            )
+            self.states[spec.run_id] = "cancelled"
+            self.recorder.set_state(spec.run_id, "cancelled", why, attempts=attempt.number)
+            self.recorder.done(spec.run_id, with_artifacts=False)
         self.inflight.clear()
         for spec, _ in self.queue:
             self.states[spec.run_id] = "cancelled"
@@ -264,3 +312,10 @@ class Scheduler:
         from orchestrator.grids.estimate import concurrent_runs
 
         return concurrent_runs(list(self.specs.values()), self.capacity, self.max_parallel) or 1
+
+
+def _why(error: BaseException) -> str:
+    """What stopped the driver, in a few words."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return type(error).__name__

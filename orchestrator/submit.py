@@ -10,6 +10,7 @@ and resume from their checkpoints.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -133,7 +134,7 @@ def run(
             )
             check_capacity(plan.grid, todo, cluster.capacity)
             if cluster.dashboard_url:
-                print(f"Ray dashboard: {cluster.dashboard_url}", file=stream, flush=True)
+                print(f"Ray dashboard: {cluster.dashboard_url}{dashboard_hint()}", file=stream, flush=True)
         recorder = Recorder(plan.tracking_uri, plan.grid.name, plan.specs, warn, store=_result(store))
         recorder.open()
         states = _initial_states(plan, recorder)
@@ -189,6 +190,13 @@ def run(
             from orchestrator.cluster import disconnect
 
             disconnect(cluster)
+
+
+def dashboard_hint() -> str:
+    """How to get past the dashboard's token prompt, when Ray's token authentication is on."""
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "disabled":
+        return ""
+    return " (it asks for the cluster's token: `ray get-auth-token` prints it)"
 
 
 def _open_store_soon(uri: str) -> Future:

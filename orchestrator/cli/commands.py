@@ -9,6 +9,7 @@ or the tracking store could not be written (the JSON says which), 0 otherwise.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -125,8 +126,18 @@ def submit(
             plan.grid.name, grid_file, overrides, address, tracking_uri, max_parallel, detach, as_json
         )
         return
-    with sigterm_as_interrupt():
-        outcome = run(plan, address=address)
+    stop = sigterm_as_interrupt()
+    try:
+        with stop:
+            outcome = run(plan, address=address)
+    except KeyboardInterrupt:
+        signum = stop.signum
+        click.echo(
+            f"gammaray: grid {plan.grid.name}: stopped by {signal.Signals(signum).name}; the runs it was training "
+            f"are cancelled at their checkpoints (`gammaray status {plan.grid.name}`); the same submit resumes them",
+            err=True,
+        )
+        sys.exit(128 + signum)
     counts = "  ".join(f"{n} {state}" for state, n in outcome.counts.items() if n)
     click.echo(
         f"grid {outcome.grid}: {counts}; trained {outcome.trained}, skipped {outcome.skipped}; "

@@ -66,17 +66,20 @@ json_option = click.option(
 
 class sigterm_as_interrupt:
     """Turn SIGTERM into KeyboardInterrupt inside the block, so a driver stops its Ray tasks and
-    records why before it exits."""
+    records why before it exits; ``signum`` is then the signal that stopped it (SIGINT for
+    Ctrl-C)."""
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> sigterm_as_interrupt:
         self.previous = None
+        self.signum = signal.SIGINT
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+            self.previous = signal.signal(signal.SIGTERM, self._raise_interrupt)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
 
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    def _raise_interrupt(self, signum: int, frame: object) -> None:
+        self.signum = signum
+        raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -30,6 +30,7 @@ def test_submit_starts_a_local_cluster_and_a_second_submit_trains_nothing(
     assert first.returncode == 0, first.stderr[-3000:]
     assert len(first.stdout.strip().splitlines()) == 1  # stdout holds the JSON document only
     assert "Ray dashboard: http://127.0.0.1:" in first.stderr, first.stderr[-3000:]  # loopback only
+    assert "`ray get-auth-token` prints it" in first.stderr  # the way past the dashboard's token prompt
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     assert last_json(first.stdout) == {  # the --json contract
         "grid": "local", "tracking_uri": uri, "runs": 2, "trained": 2, "skipped": 0,

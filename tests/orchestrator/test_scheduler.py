@@ -247,6 +247,79 @@ def test_sigkilled_worker_resumes_from_its_checkpoint_with_the_same_final_loss(
     assert_metrics_match_jsonl(outcome.tracking_uri, run, folder, resumed=True)
 
 
+def _train_steps(folder: Path) -> list[int]:
+    path = folder / "metrics.jsonl"
+    return [r["step"] for r in read_jsonl(path) if r["kind"] == "train"] if path.is_file() else []
+
+
+def test_a_preempted_worker_is_launched_again_without_counting_a_retry(cluster, tmp_path, mlflow_template):
+    fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    from trainers.config import load_run_config
+    from trainers.loop import train
+
+    # No retries, and no checkpoint of its own: only the preemption's can save the run.
+    base = {"train.tokens": 100000, "train.checkpoint_every": 100000}
+    path = write_grid(tmp_path, "preempt", base=base, resources={"cpus": 1}, retries=0)
+    sent: dict = {}
+
+    def preempt_mid_run() -> None:
+        folder = wait_for(
+            lambda: next(iter(grid_folder(tmp_path, "preempt").glob("*")), None), 120, what="run folder"
+        )
+        wait_for(lambda: any(step >= 50 for step in _train_steps(folder)), 120, what="50 steps")
+        sent["pid"] = read_attempts(folder)[0]["pid"]
+        os.kill(sent["pid"], signal.SIGTERM)  # as a node's preemption or an eviction would
+
+    sender = threading.Thread(target=preempt_mid_run)
+    sender.start()
+    outcome = submit(path, tmp_path, address=cluster.address)
+    sender.join()
+    [(run_id, state)] = outcome.states.items()
+    assert state == "finished"
+    folder = grid_folder(tmp_path, "preempt") / run_id
+    assert [a["attempt"].split(":")[1] for a in read_attempts(folder)] == ["1", "1.1"]
+    stopped_at = [r for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "start"][-1]["step"]
+    assert stopped_at >= 50  # the second launch resumed from the preemption's checkpoint
+    reference = train(load_run_config(folder / "config.yaml"), tmp_path / "reference")
+    assert read_summary(folder).final_eval_loss == reference.final_eval_loss
+    assert mlflow_runs(outcome.tracking_uri, "preempt")[run_id].data.tags["gammaray.attempts"] == "1"
+
+
+def test_a_driver_stopped_by_sigterm_checkpoints_its_runs_and_a_resubmit_resumes_them(
+    cluster, tmp_path, mlflow_template
+):
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    base = {"train.tokens": 100000, "train.checkpoint_every": 100000}
+    path = write_grid(tmp_path, "term", base=base, resources={"cpus": 1})
+    env = {**os.environ, "GAMMARAY_HOME": str(tmp_path)}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "submit", str(path), "--address", cluster.address],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        folder = wait_for(
+            lambda: next(iter(grid_folder(tmp_path, "term").glob("*")), None), 120, what="run folder"
+        )
+        wait_for(lambda: any(step >= 50 for step in _train_steps(folder)), 120, what="50 steps")
+        driver.send_signal(signal.SIGTERM)
+        stderr = driver.communicate(timeout=60)[1]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+    assert driver.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    checkpoints = sorted((folder / "checkpoints").glob("step-*"))
+    assert checkpoints and int(checkpoints[-1].name.removeprefix("step-")) == _train_steps(folder)[-1]
+    [run] = grid_status(uri, "term")["runs"]
+    assert run["state"] == "cancelled" and "stopped at a checkpoint of its last step" in run["reason"]
+
+    outcome = submit(path, tmp_path, address=cluster.address)
+    assert outcome.counts["finished"] == 1
+    start = [r for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "start"][-1]
+    assert start["step"] == int(checkpoints[-1].name.removeprefix("step-"))
+
+
 def test_failed_and_diverged_runs_do_not_stop_the_grid(cluster, tmp_path, mlflow_template):
     fresh_store(mlflow_template, tmp_path / "mlflow.db")
     corpus = tmp_path / "corpus.txt"
