@@ -13,6 +13,11 @@ runs. Each attempt's outcome decides what follows:
   once, not counted as a retry, since nothing went wrong with the run;
 - a cancellation request found in the tracking store: the task is stopped, ``cancelled``.
 
+A branch of a WSD family (``orchestrator.grids.branch``) waits in the queue until its trunk has
+written the checkpoint it starts from; it is then seeded with it and runs beside the trunk.
+Should the trunk end without that checkpoint, the branch ends as the trunk did (failed,
+diverged, cancelled), or trains from step 0 when the trunk finished before it was a trunk.
+
 When the driver itself stops (Ctrl-C, SIGTERM), it asks every running run to stop at a
 checkpoint of its current step, waits for them (up to their ``train.preempt_grace_s``), kills
 what is left and records the runs as ``cancelled``: submitting the grid again resumes them.
@@ -24,6 +29,7 @@ None of these outcomes stops the rest of the grid.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Sequence
@@ -33,12 +39,13 @@ from typing import Any
 
 from orchestrator import dispatch
 from orchestrator.dispatch import Launched
+from orchestrator.grids.branch import seed_branch
 from orchestrator.grids.estimate import Capacity, largest_first
 from orchestrator.grids.expand import RunSpec
 from orchestrator.progress import Progress, describe_result, snapshot
 from orchestrator.tracking.recorder import Recorder
 from orchestrator.worker import ended_tasks, read_attempts
-from trainers.run_folder import SUMMARY_FILE
+from trainers.run_folder import OPEN_STATES, SUMMARY_FILE
 
 POLL_S = 0.5  # how long the loop waits for a task to end before looking at everything else
 FLUSH_S = 1.0  # how often new metrics are sent to the store
@@ -109,9 +116,17 @@ class Scheduler:
         return dict(self.states)
 
     def _fill(self) -> None:
-        for spec, number in list(self.queue):
+        for item in list(self.queue):
+            spec, number = item
             if self.max_parallel is not None and len(self.inflight) >= self.max_parallel:
                 return
+            if spec.branch is not None:
+                ready = self._branch_to_launch(item)
+                if ready is None:
+                    continue
+                if ready.branch is None:  # it trains whole from now on
+                    self.queue[self.queue.index(item)] = item = (ready, number)
+                spec = ready
             cpus, gpus = spec.processes * spec.resources.cpus, spec.processes * spec.resources.gpus
             fits = (
                 self.used_cpus + cpus <= self.capacity.cpus + 1e-9
@@ -126,7 +141,7 @@ class Scheduler:
                     f"waiting   {spec.run_id}  {spec.label}: needs {cpus:g} CPUs and {gpus:g} GPUs, "
                     f"{self.capacity.source} has {self.capacity.cpus:g} and {self.capacity.gpus:g} now"
                 )
-            self.queue.remove((spec, number))
+            self.queue.remove(item)
             self._launch(spec, number)
 
     def _refresh_capacity(self) -> None:
@@ -170,6 +185,35 @@ class Scheduler:
             self.recorder.flush()
             self.recorder.heartbeat()
         self.progress.update(snapshot(self.states, self._all_specs(), self.recorder.live, self._slots()))
+
+    def _branch_to_launch(self, item: tuple[RunSpec, int]) -> RunSpec | None:
+        """The branch of ``item`` ready to launch (seeded from its trunk's checkpoint), or None
+        while that checkpoint is still to come. A branch whose trunk ended without it trains
+        from step 0 (a trunk that finished before it was one) or leaves the queue ending as its
+        trunk did."""
+        spec, number = item
+        start = spec.branch
+        assert start is not None
+        if seed_branch(spec):
+            return spec
+        trunk = self.states.get(start.trunk_run_id, "pending")
+        if trunk in OPEN_STATES:
+            return None
+        if trunk == "finished":
+            self.progress.event(
+                f"branch    {spec.run_id}  {spec.label}: trunk {start.trunk_run_id} has no checkpoint at step "
+                f"{start.step}; training it from step 0"
+            )
+            return dataclasses.replace(spec, branch=None)
+        self.queue.remove(item)
+        stored = self.recorder.runs.get(start.trunk_run_id)
+        why = f"its trunk {start.trunk_run_id} {trunk} before this branch's start at step {start.step}"
+        if stored is not None and stored.reason:
+            why += f" ({stored.reason})"
+        self.states[spec.run_id] = trunk  # trained alone, it would have ended the same way
+        self.recorder.set_state(spec.run_id, trunk, why)
+        self.progress.event(f"{trunk:<9} {spec.run_id}  {spec.label}: {why}")
+        return None
 
     # ---- outcomes ------------------------------------------------------------------------
 

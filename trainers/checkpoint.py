@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +78,13 @@ def save_checkpoint(
     is_main: bool,
     barrier: Callable[[], None],
     keep: int,
+    keep_steps: Collection[int] = (),
 ) -> Path:
     """Write a checkpoint for ``step`` (every process of a run calls this together).
 
     ``write_state(folder)`` writes the backend's files (collective for DeepSpeed); the main
-    process then adds ``meta.json`` and renames the folder into place.
+    process then adds ``meta.json`` and renames the folder into place. The newest ``keep``
+    checkpoints stay, and those of ``keep_steps``.
     """
     root = checkpoint_root(out_dir)
     final = root / f"{_PREFIX}{step:08d}"
@@ -95,7 +97,7 @@ def save_checkpoint(
         write_state(staging)
         barrier()
         if is_main:
-            _publish(staging, final, root, step, meta, keep)
+            _publish(staging, final, root, step, meta, keep, keep_steps)
     except (OSError, RuntimeError) as error:  # torch.save reports a full disk as a RuntimeError
         shutil.rmtree(staging, ignore_errors=True)  # the space it held; older checkpoints stay
         raise CheckpointWriteError(staging, error) from error
@@ -121,7 +123,15 @@ class CheckpointWriteError(TrainingError):
         )
 
 
-def _publish(staging: Path, final: Path, root: Path, step: int, meta: dict[str, Any], keep: int) -> None:
+def _publish(
+    staging: Path,
+    final: Path,
+    root: Path,
+    step: int,
+    meta: dict[str, Any],
+    keep: int,
+    keep_steps: Collection[int],
+) -> None:
     """Add ``meta.json`` (with the file list) to a written checkpoint and rename it into place."""
     files = {
         str(path.relative_to(staging)): {"size": path.stat().st_size, "sha256": _sha256(path)}
@@ -133,7 +143,7 @@ def _publish(staging: Path, final: Path, root: Path, step: int, meta: dict[str, 
     _fsync_dir(staging)
     shutil.rmtree(final, ignore_errors=True)
     os.replace(staging, final)
-    _prune(root, keep)
+    _prune(root, keep, keep_steps)
 
 
 def read_meta(checkpoint: Path) -> dict[str, Any]:
@@ -151,10 +161,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prune(root: Path, keep: int) -> None:
+def _prune(root: Path, keep: int, keep_steps: Collection[int]) -> None:
     complete = sorted(p for p in root.iterdir() if p.name.startswith(_PREFIX))
+    kept = {f"{_PREFIX}{step:08d}" for step in keep_steps}
     for old in complete[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        if old.name not in kept:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -75,8 +75,13 @@ def train(
     out_dir: str | Path,
     callbacks: Sequence[Callback] = (),
     dist: DistInfo = SINGLE_PROCESS,
+    checkpoint_at: Sequence[int] = (),
 ) -> RunResult:
-    """Train one run into ``out_dir``, resuming from its latest checkpoint if there is one."""
+    """Train one run into ``out_dir``, resuming from its latest checkpoint if there is one.
+
+    ``checkpoint_at``: steps that also get a checkpoint, kept to the end whatever
+    ``train.keep_checkpoints`` says (a branching trunk's branch points; they change no result).
+    """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     run = resolve(config)
@@ -93,7 +98,15 @@ def train(
     try:
         with StopRequest(train_config.preempt_grace_s) as stop:
             loop = _Loop(
-                run, source, backend, out_dir, callbacks if dist.is_main else (), dist, started, stop
+                run,
+                source,
+                backend,
+                out_dir,
+                callbacks if dist.is_main else (),
+                dist,
+                started,
+                stop,
+                frozenset(checkpoint_at),
             )
             return loop.run()
     finally:
@@ -111,9 +124,11 @@ class _Loop:
         dist: DistInfo,
         started: float,
         stop: StopRequest,
+        checkpoint_at: frozenset[int],
     ):
         self.resolved, self.source, self.backend, self.out_dir = run, source, backend, out_dir
         self.callbacks, self.dist, self.started, self.stop = callbacks, dist, started, stop
+        self.checkpoint_at = checkpoint_at
         train = run.config.train
         self.total_steps = run.steps
         self.batch_tokens = train.batch_size * train.seq_len
@@ -141,7 +156,9 @@ class _Loop:
             step += 1
             at_log = step % self.resolved.config.train.log_every == 0 or step == self.total_steps
             at_eval = step % self.eval_every == 0 and step < self.total_steps
-            at_checkpoint = step % self.checkpoint_every == 0 and step < self.total_steps
+            at_checkpoint = (
+                step % self.checkpoint_every == 0 or step in self.checkpoint_at
+            ) and step < self.total_steps
             stopping = self._stop_requested(at_log or at_eval or at_checkpoint) and step < self.total_steps
             if not (at_log or at_eval or at_checkpoint or stopping):
                 continue
@@ -253,6 +270,7 @@ class _Loop:
             is_main=self.dist.is_main,
             barrier=self._barrier,
             keep=self.resolved.config.train.keep_checkpoints,
+            keep_steps=self.checkpoint_at,
         )
 
     def _finish(

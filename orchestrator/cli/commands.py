@@ -105,6 +105,12 @@ def submit(
             f"~{summary['gpu_hours']:.3g} GPU-hours, "
             f"~{_duration(summary['wall_s'])} at {summary['parallel']} at once on {plan.capacity.source} (estimates)"
         )
+        if plan.grid.branch_over:
+            click.echo(
+                f"branching over {plan.grid.branch_over}: {summary['tokens_to_train']:,} tokens to train instead of "
+                f"{summary['tokens_without_branching']:,} "
+                f"({summary['tokens_to_train'] / max(summary['tokens_without_branching'], 1):.2f}×)"
+            )
         if as_json:
             print_json(
                 {

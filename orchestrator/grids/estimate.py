@@ -87,7 +87,8 @@ def estimate_seconds(spec: RunSpec) -> float:
         min(spec.steps, EVALS_PER_RUN - 1) + 1 if not train.eval_every else spec.steps // train.eval_every + 2
     )
     eval_tokens = evals * spec.config.data.eval_sequences * train.seq_len
-    work = (spec.tokens + eval_tokens / 3) * spec.flops_per_token
+    share = spec.tokens_to_train / spec.tokens  # a branch trains (and evaluates) only after its start
+    work = share * (spec.tokens + eval_tokens / 3) * spec.flops_per_token
     if spec.resources.gpus:
         rate = spec.processes * spec.resources.gpus * GPU_FLOPS_PER_DEVICE
     else:
@@ -122,11 +123,15 @@ def makespan_seconds(durations: Iterable[float], slots: int) -> float:
 
 
 def totals(specs: Sequence[RunSpec], slots: int) -> dict[str, float]:
-    """Runs, FLOPs (6ND), CPU- and GPU-hours and the estimated wall time of a set of runs."""
+    """Runs, FLOPs (6ND), tokens, CPU- and GPU-hours and the estimated wall time of a set of runs;
+    with WSD branching, FLOPs and tokens count what is trained (``tokens_to_train``) against
+    ``tokens_without_branching``."""
     seconds = [estimate_seconds(s) for s in specs]
     return {
         "runs": len(specs),
-        "train_flops": float(sum(s.train_flops for s in specs)),
+        "train_flops": float(sum(s.train_flops * s.tokens_to_train / s.tokens for s in specs)),
+        "tokens_to_train": sum(s.tokens_to_train for s in specs),
+        "tokens_without_branching": sum(s.tokens for s in specs),
         "cpu_hours": sum(t * s.processes * s.resources.cpus for t, s in zip(seconds, specs)) / 3600,
         "gpu_hours": sum(t * s.processes * s.resources.gpus for t, s in zip(seconds, specs)) / 3600,
         "wall_s": makespan_seconds(seconds, slots),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import GridError
+from orchestrator.grids.branch import BranchStart, plan_branches
 from orchestrator.grids.parse import Grid, Point, Resources, with_values
 from trainers.config import RunConfig, resolve_dotted
 from trainers.errors import ConfigError
@@ -37,11 +38,22 @@ class RunSpec:
     train_flops: int  # 6·N_non_embedding·D
     flops_per_token: int  # every matmul + attention, forward and backward (for time estimates)
     entropy_per_token: float | None = None  # the data's entropy rate, where its source knows it
+    # WSD branching (orchestrator.grids.branch): a trunk's extra checkpoints, kept to the end,
+    # at its branches' decay starts; a branch's start in its trunk's checkpoint.
+    checkpoint_at: tuple[int, ...] = ()
+    branch: BranchStart | None = None
 
     @property
     def task_name(self) -> str:
         """The name of the run's Ray task: ``<grid>/<run-id>``."""
         return f"{self.grid}/{self.run_id}"
+
+    @property
+    def tokens_to_train(self) -> int:
+        """The tokens this run trains itself: all of D, or for a branch only what follows its start."""
+        if self.branch is None:
+            return self.tokens
+        return self.tokens - self.branch.step * self.config.train.batch_size * self.config.train.seq_len
 
     @property
     def processes(self) -> int:
@@ -100,7 +112,7 @@ def expand(grid: Grid, workspace: Path) -> list[RunSpec]:
                 **derived_numbers(resolved),
             )
         )
-    return specs
+    return plan_branches(grid, specs)
 
 
 def derived_numbers(resolved: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ A grid file is YAML::
     resources: {cpus: 1, gpus: 0, processes: 1}   # per run; cpus and gpus are per process
     max_parallel: 2                  # runs at once (default: as many as the cluster holds)
     retries: 2                       # re-attempts of a run whose worker died (default 2)
+    branch: {over: train.tokens}     # WSD runs that differ only in D branch off one trunk
     tune:                            # optional: what `gammaray tune` searches (`submit` ignores it)
       params: {optim.lr: "log:1e-4:3e-2"}
 
@@ -38,7 +39,18 @@ from orchestrator.tuning.space import TuneSettings, parse_section
 from trainers.config import config_keys, parse_override, read_yaml_mapping
 from trainers.errors import ConfigError
 
-GRID_KEYS = ("name", "description", "base", "axes", "zip", "resources", "max_parallel", "retries", "tune")
+GRID_KEYS = (
+    "name",
+    "description",
+    "base",
+    "axes",
+    "zip",
+    "resources",
+    "max_parallel",
+    "retries",
+    "branch",
+    "tune",
+)
 RESOURCE_KEYS = ("cpus", "gpus", "processes")
 DEFAULT_RETRIES = 2
 # Grid names become MLflow experiment names, folder names and Ray task names.
@@ -96,6 +108,7 @@ class Grid:
     retries: int = DEFAULT_RETRIES
     description: str = ""
     overridden: tuple[str, ...] = ()  # base keys set by --set rather than by the file
+    branch_over: str | None = None  # the D spelling whose points branch off one trunk (branch.over)
     tune: TuneSettings | None = None  # the optional tune: section (orchestrator.tuning.space)
 
     def points(self) -> list[Point]:
@@ -206,6 +219,7 @@ def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
         minimum=0,
     )
     tune = parse_section(raw.get("tune"), source)
+    branch_over = _branch(raw.get("branch", _MISSING), source, swept)
     return Grid(
         name=name,
         source=source,
@@ -217,6 +231,7 @@ def load_grid(path: str | Path, overrides: Iterable[str] = ()) -> Grid:
         retries=DEFAULT_RETRIES if retries is None else retries,
         description=description,
         overridden=tuple(key for key, _ in base_overrides),
+        branch_over=branch_over,
         tune=tune,
     )
 
@@ -321,6 +336,28 @@ def _axis(key: str, values: Any, location: str, source: str, unique: bool = True
             if _same(values[j], value):
                 raise GridError(f"{source}: {location}[{i}]: {value!r} repeats {location}[{j}]")
     return Axis(key=key, values=tuple(values), location=location)
+
+
+def _branch(value: Any, source: str, swept: Mapping[str, str]) -> str | None:
+    """``branch: {over: KEY}``: KEY is a spelling of D that an axis sweeps."""
+    if value is _MISSING or value is None:
+        return None
+    section = _section(value, f"{source}: branch")
+    unknown = [key for key in section if key != "over"]
+    if unknown:
+        raise GridError(f"{source}: branch.{unknown[0]}: unknown key (known keys: over)")
+    over = section.get("over")
+    if over not in TOKEN_KEYS:
+        raise GridError(
+            f"{source}: branch.over: must be a spelling of D ({' or '.join(TOKEN_KEYS)}), got {over!r}"
+        )
+    if over not in swept:
+        raise GridError(f"{source}: branch.over: {over} is not swept; branching needs several values of it")
+    if swept[over].startswith("zip"):
+        raise GridError(
+            f"{source}: branch.over: {over} is swept by {swept[over]}; branching needs it on its own in axes"
+        )
+    return over
 
 
 def _resources(raw: dict[str, Any], source: str, overrides: Mapping[str, Any]) -> Resources:

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 BASE = "base: {model.preset: tiny, train.batch_size: 8, train.seq_len: 32, train.tokens: 20000}\n"
 GOOD = "name: g\n" + BASE + "axes: {init.gamma: [0.5, 1.0]}\n"
+WSD = "name: w\n" + BASE.replace("}", ", optim.schedule: wsd, optim.warmup_tokens: 1024}")
 
 
 def write(tmp_path: Path, text: str, name: str = "grid.yaml") -> Path:
@@ -155,6 +156,37 @@ def test_dry_run_prints_the_table_and_totals_and_writes_nothing(tmp_path):
     assert document["totals"]["cpu_hours"] > 0 and document["totals"]["gpu_hours"] == 0
     assert "CPU-hours" in lines[-2]
     assert not workspace.exists()
+
+
+def test_a_branching_grid_plans_trunks_and_branches_and_counts_the_tokens_saved(tmp_path):
+    text = WSD.replace("wsd,", "wsd, optim.decay_fraction: 0.1,") + (
+        "axes: {init.gamma: [0.5, 1.0], train.tokens: [10240, 20480, 40960, 81920]}\n"
+        "branch: {over: train.tokens}\n"
+    )
+    specs = expand(load_grid(write(tmp_path, text)), tmp_path)
+    for gamma in (0.5, 1.0):
+        family = sorted((s for s in specs if s.config.init.gamma == gamma), key=lambda s: s.steps)
+        *branches, trunk = family
+        assert trunk.branch is None and trunk.checkpoint_at == (36, 72, 144)  # 90% of 40, 80, 160 steps
+        assert [(b.branch.trunk_run_id, b.branch.step) for b in branches] == [
+            (trunk.run_id, 36),
+            (trunk.run_id, 72),
+            (trunk.run_id, 144),
+        ]
+        assert all(b.checkpoint_at == () for b in branches)
+    # Branching changes no run id: each point is the run it would be alone.
+    plain = expand(
+        load_grid(write(tmp_path, text.replace("branch: {over: train.tokens}\n", ""), "p.yaml")), tmp_path
+    )
+    assert [s.run_id for s in specs] == [s.run_id for s in plain]
+
+    result = invoke("submit", str(write(tmp_path, text)), "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    totals = json.loads(result.stdout.strip().splitlines()[-1])["totals"]
+    assert totals["tokens_without_branching"] == 2 * (10240 + 20480 + 40960 + 81920)
+    assert totals["tokens_to_train"] == 2 * (81920 + 1024 + 2048 + 4096)  # the trunk, then each decay
+    assert totals["tokens_to_train"] / totals["tokens_without_branching"] <= 0.6
+    assert "branching over train.tokens: 178,176 tokens to train instead of 307,200 (0.58×)" in result.stdout
 
 
 def test_dry_run_of_a_gpu_grid_on_a_cpu_machine_notes_it_but_plans(tmp_path):
@@ -298,6 +330,43 @@ MALFORMED = [
     (GOOD, ("--set", "optim.lr=-1"), "--set optim.lr: must be > 0"),
     (GOOD, ("--set", "optim.lrr=1"), "--set optim.lrr: unknown config key (did you mean optim.lr?)"),
     (GOOD, ("--set", "resources.disk=1"), "--set resources.disk: unknown resource"),
+    (
+        WSD + "axes: {train.tokens: [10240, 20480]}\nbranch: {over: init.gamma}\n",
+        (),
+        "branch.over: must be a spelling of D",
+    ),
+    (
+        WSD + "axes: {init.gamma: [0.5, 1]}\nbranch: {over: train.tokens}\n",
+        (),
+        "branch.over: train.tokens is not swept",
+    ),
+    (
+        WSD + "zip: [{train.tokens: [10240, 20480], seed: [1, 2]}]\nbranch: {over: train.tokens}\n",
+        (),
+        "branching needs it on its own in axes",
+    ),
+    (
+        WSD + "axes: {train.tokens: [10240, 20480]}\nbranch: {over: train.tokens, at: 1}\n",
+        (),
+        "branch.at: unknown key",
+    ),
+    (
+        "name: w\n"
+        + BASE.replace("}", ", optim.schedule: wsd}")
+        + "axes: {train.tokens: [10240, 20480]}\nbranch: {over: train.tokens}\n",
+        (),
+        "branch: needs optim.warmup_tokens",
+    ),
+    (
+        WSD.replace("wsd", "cosine") + "axes: {train.tokens: [10240, 20480]}\nbranch: {over: train.tokens}\n",
+        (),
+        "branch: needs optim.schedule: wsd",
+    ),
+    (
+        WSD + "axes: {train.tokens: [10240]}\nbranch: {over: train.tokens}\n",
+        (),
+        "a family of one point has nothing to branch from",
+    ),
 ]
 
 

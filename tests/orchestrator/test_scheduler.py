@@ -21,7 +21,7 @@ from orchestrator.tracking.replay import record_metrics
 from orchestrator.tracking.status import grid_status, request_cancel
 from orchestrator.worker import read_attempts
 from tests.orchestrator.conftest import connected, fresh_store, start_cluster, submit, wait_for, write_grid
-from trainers.callbacks import read_jsonl
+from trainers.callbacks import JsonlLogger, read_jsonl
 from trainers.loop import read_summary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -318,6 +318,60 @@ def test_a_driver_stopped_by_sigterm_checkpoints_its_runs_and_a_resubmit_resumes
     assert outcome.counts["finished"] == 1
     start = [r for r in read_jsonl(folder / "metrics.jsonl") if r["kind"] == "start"][-1]
     assert start["step"] == int(checkpoints[-1].name.removeprefix("step-"))
+
+
+def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_them(
+    cluster, tmp_path, mlflow_template
+):
+    fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    from trainers.config import load_run_config
+    from trainers.loop import train
+
+    # A family of three: 250, 500 and 1,000 steps; the branches start at steps 225 and 450.
+    base = {
+        "optim.schedule": "wsd",
+        "optim.warmup_tokens": 2560,
+        "optim.decay_fraction": 0.1,
+        "train.tokens": 256000,
+    }
+    axes = {"train.tokens": [64000, 128000, 256000]}
+    path = write_grid(tmp_path, "wsd", base=base, axes=axes, branch={"over": "train.tokens"}, retries=1)
+    folder = grid_folder(tmp_path, "wsd")
+    killed: dict = {}
+
+    def kill_the_trunk_once_the_first_branch_is_done() -> None:
+        done = lambda: [r for r in folder.glob("*") if (r / "summary.json").is_file()]  # noqa: E731
+        wait_for(done, 180, what="the first branch to finish")
+        [trunk] = [r for r in folder.glob("*") if "tokens: 256000" in (r / "config.yaml").read_text()]
+        assert not (trunk / "summary.json").is_file(), "the trunk finished before it could be killed"
+        killed["trunk"], killed["pid"] = trunk.name, read_attempts(trunk)[0]["pid"]
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_the_trunk_once_the_first_branch_is_done)
+    killer.start()
+    outcome = submit(path, tmp_path, address=cluster.address)
+    killer.join()
+    assert set(outcome.states.values()) == {"finished"}
+    runs = {read_summary(folder / r).steps: folder / r for r in outcome.states}
+    assert killed["trunk"] == runs[1000].name and len(read_attempts(runs[1000])) == 2
+    assert sorted(p.name for p in (runs[1000] / "checkpoints").glob("step-*"))[:2] == [
+        "step-00000225",
+        "step-00000450",
+    ]  # the branch points, kept beside the newest checkpoints
+    for steps, start in ((250, 225), (500, 450)):
+        assert len(read_attempts(runs[steps])) == 1  # the trunk's death did not retrain a branch
+        starts = [r["step"] for r in read_jsonl(runs[steps] / "metrics.jsonl") if r["kind"] == "start"]
+        assert starts == [start]  # it trained its decay only
+    for steps, run in runs.items():  # each run equals its config.yaml trained alone
+        reference = tmp_path / "alone" / str(steps)
+        alone = train(
+            load_run_config(run / "config.yaml"), reference, [JsonlLogger(reference / "metrics.jsonl")]
+        )
+        assert read_summary(run).final_eval_loss == alone.final_eval_loss, steps
+        losses = lambda f: {  # noqa: E731
+            r["step"]: r["train/loss"] for r in read_jsonl(f / "metrics.jsonl") if r["kind"] == "train"
+        }
+        assert losses(run) == losses(reference), steps
 
 
 def test_failed_and_diverged_runs_do_not_stop_the_grid(cluster, tmp_path, mlflow_template):
