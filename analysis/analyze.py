@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.consistency import Inversion, inversion_notes, scale_inversions
 from analysis.errors import AnalysisError
 from analysis.fitting.bootstrap import DEFAULT_CI_LEVEL, DEFAULT_RESAMPLES, bootstrap_fit
 from analysis.fitting.compare import Comparison, compare_fits
@@ -73,6 +74,7 @@ class Analysis:
     holdout: tuple[HoldoutPrediction, ...] = ()
     verdict: Verdict | None = None
     scaling: bool = True  # False for task studies (train.loss_on=answers): no law is fitted
+    inversions: tuple[Inversion, ...] = ()  # larger cells that end higher than smaller ones
 
     @property
     def any_ok(self) -> bool:
@@ -150,6 +152,8 @@ def analyze(
             ],
         )
     messages += why
+    inversions, compared = scale_inversions(finished, by) if scaling else ([], {})
+    messages += inversion_notes(inversions, compared)
     d_slices = _slices(d_all, n_all, finished.index) if "n" in chosen else []
     n_slices = _slices(n_all, d_all, finished.index) if "d" in chosen else []
     if not forms and "joint" in chosen:
@@ -230,6 +234,7 @@ def analyze(
         holdout=predictions,
         verdict=decide(groups, comparisons, gaps) if scaling else None,
         scaling=scaling,
+        inversions=tuple(inversions),
     )
 
 

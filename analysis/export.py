@@ -324,6 +324,15 @@ def analysis_to_dict(analysis: Analysis) -> dict[str, Any]:
             "holdout_mode": analysis.holdout_mode,
             "holdout": [holdout_to_dict(p) for p in analysis.holdout],
             "competence": competence(analysis),
+            "inversions": [
+                {
+                    "group": group_label(i.group),
+                    "smaller": dict(zip(("N", "D", "loss"), i.smaller)),
+                    "larger": dict(zip(("N", "D", "loss"), i.larger)),
+                    "rise": i.rise,
+                }
+                for i in analysis.inversions
+            ],
             "phase": None if analysis.scaling else phase_to_dict(table_phase_diagram(analysis.table)),
             "messages": list(analysis.messages),
         }

@@ -47,6 +47,13 @@ def summary_lines(analysis: Analysis) -> list[str]:
             )
         else:
             lines.append("No two groups could be fitted with the same form: nothing to compare.")
+    if analysis.inversions:
+        groups_hit = sorted({group_label(i.group) for i in analysis.inversions})
+        lines.append(
+            f"Caution: in {len(analysis.inversions)} pair(s) of cells a larger model or budget ends at a higher loss "
+            f"({', '.join(groups_hit)}); the fits and the verdict rest on runs that do not descend with scale "
+            "(see the notes)."
+        )
     holdout = holdout_line(analysis)
     if holdout:
         lines.append(holdout)
