@@ -122,8 +122,8 @@ def test_bad_input_through_the_module_entry_point(tmp_path):
 
 @pytest.fixture
 def fewer_resamples(monkeypatch):
-    """The report's 1000 resamples are the product default; 200 keep the suite fast."""
-    monkeypatch.setattr("analysis.cli.REPORT_BOOTSTRAP", 200)
+    """The report's 1000 resamples are the product default; 100 keep the suite fast."""
+    monkeypatch.setattr("analysis.cli.REPORT_BOOTSTRAP", 100)
 
 
 def test_report_writes_html_json_and_csv_beside_it(tmp_path, two_gamma_csv, fewer_resamples):

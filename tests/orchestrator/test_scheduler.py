@@ -327,14 +327,13 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
     from trainers.config import load_run_config
     from trainers.loop import train
 
-    # A family of three: 250, 500 and 1,000 steps; the branches start at steps 225 and 450.
+    # A family of three: 150, 300 and 600 steps; the branches start at steps 135 and 270.
     base = {
         "optim.schedule": "wsd",
         "optim.warmup_tokens": 2560,
         "optim.decay_fraction": 0.1,
-        "train.tokens": 256000,
     }
-    axes = {"train.tokens": [64000, 128000, 256000]}
+    axes = {"train.tokens": [38400, 76800, 153600]}
     path = write_grid(tmp_path, "wsd", base=base, axes=axes, branch={"over": "train.tokens"}, retries=1)
     folder = grid_folder(tmp_path, "wsd")
     killed: dict = {}
@@ -342,7 +341,8 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
     def kill_the_trunk_once_the_first_branch_is_done() -> None:
         done = lambda: [r for r in folder.glob("*") if (r / "summary.json").is_file()]  # noqa: E731
         wait_for(done, 180, what="the first branch to finish")
-        [trunk] = [r for r in folder.glob("*") if "tokens: 256000" in (r / "config.yaml").read_text()]
+        configs = [r / "config.yaml" for r in folder.glob("*") if (r / "config.yaml").is_file()]
+        [trunk] = [c.parent for c in configs if "tokens: 153600" in c.read_text()]
         assert not (trunk / "summary.json").is_file(), "the trunk finished before it could be killed"
         killed["trunk"], killed["pid"] = trunk.name, read_attempts(trunk)[0]["pid"]
         os.kill(killed["pid"], signal.SIGKILL)
@@ -353,12 +353,12 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
     killer.join()
     assert set(outcome.states.values()) == {"finished"}
     runs = {read_summary(folder / r).steps: folder / r for r in outcome.states}
-    assert killed["trunk"] == runs[1000].name and len(read_attempts(runs[1000])) == 2
-    assert sorted(p.name for p in (runs[1000] / "checkpoints").glob("step-*"))[:2] == [
-        "step-00000225",
-        "step-00000450",
+    assert killed["trunk"] == runs[600].name and len(read_attempts(runs[600])) == 2
+    assert sorted(p.name for p in (runs[600] / "checkpoints").glob("step-*"))[:2] == [
+        "step-00000135",
+        "step-00000270",
     ]  # the branch points, kept beside the newest checkpoints
-    for steps, start in ((250, 225), (500, 450)):
+    for steps, start in ((150, 135), (300, 270)):
         assert len(read_attempts(runs[steps])) == 1  # the trunk's death did not retrain a branch
         starts = [r["step"] for r in read_jsonl(runs[steps] / "metrics.jsonl") if r["kind"] == "start"]
         assert starts == [start]  # it trained its decay only

@@ -63,31 +63,36 @@ def test_zero_with_two_processes_trains_and_matches_torch(tmp_path, torch_run, s
     assert latest_checkpoint(tmp_path) is not None
 
 
-def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, torch_run):
+ONE_PROCESS = [*RUN, "train.backend=deepspeed", "train.processes=1", "train.log_every=5"]
+
+
+@pytest.fixture(scope="module")
+def deepspeed_straight(tmp_path_factory):
+    """A one-process DeepSpeed run trained without interruption: what every resume must match."""
+    folder = tmp_path_factory.mktemp("deepspeed-straight")
+    result = run_local(load_run_config(None, ONE_PROCESS), folder, [JsonlLogger(folder / "metrics.jsonl")])
+    return folder, result
+
+
+def test_deepspeed_resume_gives_the_same_trajectory(tmp_path, deepspeed_straight):
     from tests.trainers.test_loop import Crash, losses
 
-    config = load_run_config(
-        None, [*RUN, "train.backend=deepspeed", "train.processes=1", "train.log_every=5"]
-    )
-    straight = run_local(
-        config, tmp_path / "straight", [JsonlLogger(tmp_path / "straight" / "metrics.jsonl")]
-    )
+    straight_folder, straight = deepspeed_straight
+    config = load_run_config(None, ONE_PROCESS)
     folder = tmp_path / "interrupted"
     with pytest.raises(TrainingError, match="a training process failed"):
         run_local(config, folder, [JsonlLogger(folder / "metrics.jsonl"), Crash(step=30)])
     assert latest_checkpoint(folder).name == "step-00000025"
     resumed = run_local(config, folder, [JsonlLogger(folder / "metrics.jsonl")])
     assert resumed.final_eval_loss == straight.final_eval_loss
-    assert losses(folder / "metrics.jsonl") == losses(tmp_path / "straight" / "metrics.jsonl")
+    assert losses(folder / "metrics.jsonl") == losses(straight_folder / "metrics.jsonl")
 
 
-def test_a_damaged_deepspeed_checkpoint_is_passed_over(tmp_path, capfd):
+def test_a_damaged_deepspeed_checkpoint_is_passed_over(tmp_path, capfd, deepspeed_straight):
     from tests.trainers.test_loop import Crash
 
-    config = load_run_config(
-        None, [*RUN, "train.backend=deepspeed", "train.processes=1", "train.checkpoint_every=10"]
-    )
-    straight = run_local(config, tmp_path / "straight", [])
+    _, straight = deepspeed_straight
+    config = load_run_config(None, [*ONE_PROCESS, "train.checkpoint_every=10"])  # not part of the result
     folder = tmp_path / "interrupted"
     with pytest.raises(TrainingError, match="a training process failed"):
         run_local(config, folder, [Crash(step=35)])

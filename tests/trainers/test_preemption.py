@@ -18,9 +18,9 @@ RUN = [
     "model.preset=tiny",
     "train.batch_size=8",
     "train.seq_len=32",
-    "train.tokens=256000",  # 1,000 steps
+    "train.tokens=128000",  # 500 steps
     "train.log_every=5",
-    "train.eval_every=500",
+    "train.eval_every=250",
     "train.checkpoint_every=100000",  # none on its own: the only checkpoint is the stop's
     "train.threads=1",
 ]
@@ -57,7 +57,7 @@ def test_a_signal_stops_the_run_at_a_checkpoint_and_the_same_command_resumes_it(
     checkpoint = latest_checkpoint(out)
     assert checkpoint is not None and read_summary(out) is None
     stopped_at = int(checkpoint.name.removeprefix("step-"))
-    assert 100 <= stopped_at < 1000 and stopped_at == train_steps(out)[-1]
+    assert 100 <= stopped_at < 500 and stopped_at == train_steps(out)[-1]
     assert f"stopped by {signal.Signals(signum).name} at step {stopped_at} with a checkpoint" in stderr
 
     resumed = run_cli(*command, "--json")
