@@ -140,7 +140,8 @@ def submit(
         signum = stop.signum
         click.echo(
             f"gammaray: grid {plan.grid.name}: stopped by {signal.Signals(signum).name}; the runs it was training "
-            f"are cancelled at their checkpoints (`gammaray status {plan.grid.name}`); the same submit resumes them",
+            f"stopped at a checkpoint of their step (`gammaray status {plan.grid.name}` lists them); "
+            "the same submit resumes them",
             err=True,
         )
         sys.exit(128 + signum)
