@@ -131,7 +131,7 @@ def selection_notes(selection: Selection, n_kept: int) -> tuple[str, ...]:
     ]
     edges = [c for c in selection.choices if c.at_edge]
     if edges:
-        where = "; ".join(group_label(c.point) for c in edges[:4]) + ("; …" if len(edges) > 4 else "")
+        where = "; ".join(point_label(c.point) for c in edges[:4]) + ("; …" if len(edges) > 4 else "")
         notes.append(
             warning(
                 f"the best {names} is at the edge of the values tried at {len(edges)} of "
@@ -139,6 +139,13 @@ def selection_notes(selection: Selection, n_kept: int) -> tuple[str, ...]:
             )
         )
     return tuple(notes)
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """A point by its swept values (``model.preset=100k, γ=0.3``); by N and D only when nothing
+    else varies, since they follow from the swept values."""
+    swept = {k: v for k, v in point.items() if k not in ("N", "D")}
+    return group_label(swept or point)
 
 
 def _keyed(frame: pd.DataFrame, columns: Sequence[str]) -> list[pd.Series]:

@@ -23,6 +23,10 @@ from analysis.measures.phase_diagram import COMPETENT_SEEN_ACCURACY, table_phase
 _HOLDOUT_NOUN = {"largest-n": "largest N", "largest-d": "largest D", "largest-c": "largest compute"}
 
 
+# Beyond this many pairs of groups (three groups make three), the summary counts the gap lines.
+MAX_GAP_LINES = 3
+
+
 def summary_lines(analysis: Analysis) -> list[str]:
     """The summary, one sentence per line, verdict first."""
     groups = analysis.groups
@@ -37,7 +41,12 @@ def summary_lines(analysis: Analysis) -> list[str]:
     lines = []
     if analysis.verdict is not None and len(groups) >= 2:
         lines.append("Verdict: " + analysis.verdict.text)
-    if len(analysis.gaps) > 1:
+    if len(analysis.gaps) > MAX_GAP_LINES:  # many groups: one line each would bury the rest
+        lines.append(
+            f"{len(analysis.gaps)} pairs of groups compared cell by cell: the report's gap section and "
+            "fit.json list them."
+        )
+    elif len(analysis.gaps) > 1:
         lines += [g.text for g in analysis.gaps]
     lines += [c.verdict for c in headline(analysis.comparisons)]
     if not lines:

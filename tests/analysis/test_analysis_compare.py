@@ -141,3 +141,21 @@ def test_grouping_by_any_column(tmp_path):
     assert table.default_by == ()  # no gamma column: no grouping by default
     result = analyze(table, by=["wd"], forms=["joint"], n_bootstrap=0)
     assert [f.group for f in result.fits] == [{"wd": "a"}]
+
+
+def test_many_groups_get_one_summary_line_for_their_gaps_not_one_per_pair(tmp_path):
+    from analysis.summary import summary_lines
+
+    truth = {"E": 1.8, "A": 350.0, "alpha": 0.33, "B": 600.0, "beta": 0.29}
+    frame = synthetic_runs(
+        {g: truth for g in (0.5, 0.7, 0.9, 1.1)}, n_params=np.logspace(6, 8, 3), tokens=[1e9], seed=1
+    )
+    path = tmp_path / "runs.csv"
+    frame.to_csv(path, index=False)
+    result = analyze(load_csv(path), n_bootstrap=0)
+    assert len(result.gaps) == 6
+    lines = summary_lines(result)
+    assert (
+        "6 pairs of groups compared cell by cell: the report's gap section and fit.json list them." in lines
+    )
+    assert not any("has the lower loss in" in line for line in lines)
