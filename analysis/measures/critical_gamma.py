@@ -7,7 +7,9 @@ held-out compositional rate, diverged runs and loss spikes, and picks:
 
 - the **best γ by loss**: the lowest mean final loss over the (N, D) cells that every candidate
   finished, the candidates being the groups none of whose runs diverged;
-- the **best γ by reasoning**: the highest mean held-out compositional rate, likewise (all groups).
+- the **best γ by reasoning**: the highest mean held-out compositional rate, likewise, among the
+  groups whose runs learned the probe's trained pairs (mean accuracy at least
+  ``LEARNED_SEEN_ACCURACY``): below it the held-out rates are noise, and no best is named.
 
 Each comes with how often every group wins over bootstrap draws (cells and runs within cells
 resampled, :func:`analysis.measures.mechanism.bootstrap_means`) and, for a numeric γ, the percentile
@@ -28,6 +30,7 @@ import pandas as pd
 
 from analysis.fitting.bootstrap import DEFAULT_CI_LEVEL, percentile_ci
 from analysis.measures.mechanism import (
+    LEARNED_SEEN_ACCURACY,
     PROBE_METRICS,
     Samples,
     bootstrap_means,
@@ -119,6 +122,7 @@ class CriticalGamma:
     best_loss: Best | None
     best_probe: Best | None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    probe_learned: bool = False  # some group learned the probe's trained pairs
 
 
 def critical_gamma(
@@ -164,11 +168,19 @@ def critical_gamma(
         notes.append(f"left out of the best-loss choice for diverged runs: {', '.join(unstable)}")
     best_loss = best_group("loss", loss_samples, stable, numeric, True, n_boot, rng, level)
     best_probe = None
+    learned = [r["group"] for r in rows if r["probe/seen_accuracy"] >= LEARNED_SEEN_ACCURACY]
     if probe["probe/heldout_compositional"].notna().any():
-        probe_samples = group_samples(probe["probe/heldout_compositional"], groups, cell_of)
-        best_probe = best_group(
-            "probe/heldout_compositional", probe_samples, order, numeric, False, n_boot, rng, level
-        )
+        if learned:
+            probe_samples = group_samples(probe["probe/heldout_compositional"], groups, cell_of)
+            best_probe = best_group(
+                "probe/heldout_compositional", probe_samples, learned, numeric, False, n_boot, rng, level
+            )
+        else:
+            notes.append(
+                f"no best γ by reasoning: no group learned the probe's trained pairs (mean accuracy at most "
+                f"{table['probe/seen_accuracy'].max():.1%}, the bar is {LEARNED_SEEN_ACCURACY:.0%}), so their "
+                "held-out rates are noise"
+            )
     if best_loss is None:
         notes.append("no best γ by loss: fewer than two stable groups share an (N, D) cell")
-    return CriticalGamma(table, best_loss, best_probe, tuple(notes))
+    return CriticalGamma(table, best_loss, best_probe, tuple(notes), probe_learned=bool(learned))

@@ -281,3 +281,21 @@ def test_a_task_study_fits_no_law_and_its_report_is_the_phase_diagram():
 def test_a_task_study_whose_runs_never_became_competent_says_so():
     (line,) = summary_lines(analyze(_task_study(seen_accuracy=0.6), n_bootstrap=0))
     assert "no phase diagram" in line and "90% trained-pair accuracy" in line
+
+
+def test_no_best_gamma_by_reasoning_when_no_group_learned_the_probe():
+    table = _grid(gammas=(0.5, 0.75, 1.0))
+    hist = table.histories.copy()
+    hist.loc[hist["metric"] == "probe/seen_accuracy", "value"] = 0.02
+    result = critical_gamma(table.runs, hist, ["init.gamma"], n_boot=100)
+    assert result.best_probe is None and not result.probe_learned
+    assert result.best_loss is not None  # the loss still answers
+    assert any(
+        n.startswith("no best γ by reasoning: no group learned the probe's trained pairs")
+        for n in result.notes
+    )
+    html = render_report(analyze(dataclasses.replace(table, histories=hist), n_bootstrap=20))
+    assert (
+        "held-out compositional rate"
+        not in html.split('<section id="critical-gamma">')[1].split("</section>")[0]
+    )
