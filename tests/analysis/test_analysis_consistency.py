@@ -32,7 +32,7 @@ def ladder(noise: float = 0.0) -> pd.DataFrame:
 def test_a_clean_ladder_has_no_inversion_and_no_caution(tmp_path):
     path = tmp_path / "runs.csv"
     ladder(noise=0.002).to_csv(path, index=False)
-    result = analyze(load_csv(path), n_bootstrap=0)
+    result = analyze(load_csv(path), forms=["n"], n_bootstrap=0)  # one cheap form: the check comes first
     assert result.inversions == ()
     assert not any("ends higher" in m for m in result.messages)
     assert not any(line.startswith("Caution") for line in summary_lines(result))
@@ -45,7 +45,7 @@ def test_a_larger_cell_that_ends_higher_is_named_in_a_warning_the_summary_and_fi
     frame.loc[worst, "loss"] = frame.loc[frame["gamma"] == 1.0, "loss"].max() * 1.05
     path = tmp_path / "runs.csv"
     frame.to_csv(path, index=False)
-    result = analyze(load_csv(path), n_bootstrap=0)
+    result = analyze(load_csv(path), forms=["n"], n_bootstrap=0)
     assert {i.group["gamma"] for i in result.inversions} == {1.0}
     assert all(i.larger[:2] == (1e7, 1e9) for i in result.inversions)
     assert len(result.inversions) == 8  # every other cell of γ = 1 is smaller in N and D
@@ -54,7 +54,9 @@ def test_a_larger_cell_that_ends_higher_is_named_in_a_warning_the_summary_and_fi
     assert "N=10M, D=1B" in note
     assert any(line.startswith("Caution: in 8 pair(s)") for line in summary_lines(result))
 
-    document = CliRunner().invoke(fit_command, ["--csv", str(path), "--bootstrap", "0", "--json"])
+    document = CliRunner().invoke(
+        fit_command, ["--csv", str(path), "--form", "n", "--bootstrap", "0", "--json"]
+    )
     assert document.exit_code == 0, document.output
     inversions = json.loads(document.output.strip().splitlines()[-1])["inversions"]
     assert len(inversions) == 8 and inversions[0]["group"] == "γ=1.0" and inversions[0]["rise"] > 0.01
