@@ -72,9 +72,12 @@ def snapshot(
     for run_id, state in states.items():
         if state not in ("pending", "running"):
             continue
-        estimate = estimate_seconds(specs[run_id])
-        if state == "running" and run_id in live and specs[run_id].tokens:
-            estimate *= max(0.0, 1 - live[run_id].tokens / specs[run_id].tokens)
+        spec = specs[run_id]
+        estimate = estimate_seconds(spec)
+        if state == "running" and run_id in live and spec.tokens_to_train:
+            # What is left of the tokens this run trains itself (a branch starts at its trunk's step).
+            left_share = (spec.tokens - live[run_id].tokens) / spec.tokens_to_train
+            estimate *= min(1.0, max(0.0, left_share))
         left.append(estimate / speed)
     eta = makespan_seconds(left, slots) if left else 0.0
     return Snapshot(counts=counts, tokens_per_s=tokens_per_s, eta_s=eta)

@@ -189,6 +189,23 @@ def test_a_branching_grid_plans_trunks_and_branches_and_counts_the_tokens_saved(
     assert "branching over train.tokens: 178,176 tokens to train instead of 307,200 (0.58×)" in result.stdout
 
 
+def test_the_eta_of_a_running_branch_counts_only_its_decay(tmp_path):
+    from orchestrator.grids.estimate import estimate_seconds
+    from orchestrator.progress import snapshot
+    from orchestrator.tracking.recorder import Live
+
+    text = WSD + "axes: {train.tokens: [10240, 40960]}\nbranch: {over: train.tokens}\n"
+    branch, trunk = sorted(expand(load_grid(write(tmp_path, text)), tmp_path), key=lambda s: s.steps)
+    start_tokens = branch.branch.step * 8 * 32
+    specs = {s.run_id: s for s in (branch, trunk)}
+    states = {branch.run_id: "running", trunk.run_id: "finished"}
+    at_start = snapshot(states, specs, {branch.run_id: Live(tokens=start_tokens, tokens_per_s=0.0)}, 1)
+    assert at_start.eta_s == pytest.approx(estimate_seconds(branch))  # all of its decay is left
+    halfway = (start_tokens + branch.tokens) // 2
+    midway = snapshot(states, specs, {branch.run_id: Live(tokens=halfway, tokens_per_s=0.0)}, 1)
+    assert midway.eta_s == pytest.approx(estimate_seconds(branch) / 2, rel=0.02)
+
+
 def test_dry_run_of_a_gpu_grid_on_a_cpu_machine_notes_it_but_plans(tmp_path):
     result = invoke("submit", str(write(tmp_path, GOOD + "resources: {gpus: 1}\n")), "--dry-run")
     assert result.exit_code == 0, result.output
