@@ -200,6 +200,8 @@ def _run_record(client: Any, run: Any) -> tuple[dict[str, Any], list[tuple[str, 
         state=state.lower(),
         reason=tags.get("gammaray.reason"),
         _start_time=run.info.start_time or 0,
+        # A WSD branch's trunk and start (bookkeeping: an underscore column is never an axis).
+        _branch=tags.get("gammaray.branch"),
     )
     history: list[tuple[str, str, int, float]] = []
     for key in sorted(run.data.metrics):

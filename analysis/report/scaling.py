@@ -308,6 +308,15 @@ def _method(analysis: Analysis) -> str:
         if analysis.n_bootstrap
         else "No bootstrap was run: no confidence intervals and no verdicts."
     )
+    runs = analysis.table.runs
+    n_branches = int(runs["_branch"].notna().sum()) if "_branch" in runs.columns else 0
+    branches = (
+        f" {n_branches} of the {len(runs)} runs were WSD branches: each resumed from its trunk's checkpoint at "
+        "its own decay start and trained only its decay, which gives the losses it has trained alone "
+        "(docs/orchestrator.md, WSD branching)."
+        if n_branches
+        else ""
+    )
     return (
         "<p>Each group's runs are fitted with the parametric forms "
         "L(N) = E + A·N<sup>−α</sup> (at fixed D, or along the grid's D schedule), L(D) = E + B·D<sup>−β</sup> (at fixed N) and "
@@ -321,7 +330,8 @@ def _method(analysis: Analysis) -> str:
         "t-interval). The hold-out check refits each law without its largest runs and predicts them; its interval combines the "
         "refit's bootstrap with the scatter of its residuals. "
         "The effective-compute multiplier is how many times more parameters (tokens, compute) the slower setting needs to reach the "
-        "faster setting's fitted loss at the largest scale the faster setting measured.</p>"
+        "faster setting's fitted loss at the largest scale the faster setting measured."
+        f"{page.escape(branches)}</p>"
     )
 
 

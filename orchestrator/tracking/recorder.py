@@ -21,6 +21,7 @@ from orchestrator.tracking.replay import JsonlTail, latest, pending_batches
 from orchestrator.tracking.store import (
     TAG_ARTIFACTS,
     TAG_ATTEMPTS,
+    TAG_BRANCH,
     TAG_CANCEL,
     TAG_CURSOR,
     TAG_DRIVER,
@@ -98,8 +99,10 @@ class Recorder:
         for run_id, spec in self.specs.items():
             stored = self.runs.get(run_id)
             if stored is None:
+                branch = spec.branch
+                tags = {TAG_BRANCH: f"{branch.trunk_run_id}@{branch.step}"} if branch is not None else {}
                 self.runs[run_id] = self.store.create_run(
-                    self.experiment_id, self.grid, run_id, spec.label, spec.params()
+                    self.experiment_id, self.grid, run_id, spec.label, spec.params(), tags
                 )
             elif TAG_PARAMS not in stored.tags:
                 self.store.ensure_params(stored, spec.params())

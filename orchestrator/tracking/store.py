@@ -10,7 +10,8 @@ dotted keys plus ``N``, ``N_non_embedding``, ``D``, ``FLOPs``; its metrics are t
 Bookkeeping tags: ``gammaray.logged`` (the replay cursor, see ``orchestrator.tracking.replay``),
 ``gammaray.attempts``, ``gammaray.cancel_requested`` (written only by ``gammaray cancel``, so a
 driver never overwrites a request), ``gammaray.params_logged``, ``gammaray.artifacts_logged``;
-the experiment's ``gammaray.driver`` tag is the submitting driver's heartbeat.
+the experiment's ``gammaray.driver`` tag is the submitting driver's heartbeat. A WSD branch
+(``orchestrator.grids.branch``) is tagged ``gammaray.branch``: ``<trunk run id>@<start step>``.
 
 The embedded store is SQLite, which allows one writer at a time: only a grid's driver writes
 during a submission, and every call here retries while the database is locked by another
@@ -24,7 +25,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ TAG_CANCEL = "gammaray.cancel_requested"
 TAG_PARAMS = "gammaray.params_logged"
 TAG_ARTIFACTS = "gammaray.artifacts_logged"
 TAG_DRIVER = "gammaray.driver"
+TAG_BRANCH = "gammaray.branch"
 
 # MLflow's own run status, kept in step with the gammaray state for the MLflow UI.
 _MLFLOW_STATUS = {
@@ -171,10 +173,16 @@ class Store:
                 return found
 
     def create_run(
-        self, experiment_id: str, grid: str, run_id: str, name: str, params: dict[str, str]
+        self,
+        experiment_id: str,
+        grid: str,
+        run_id: str,
+        name: str,
+        params: dict[str, str],
+        tags: Mapping[str, str] | None = None,
     ) -> StoredRun:
-        """A new pending run for a grid point, with its params."""
-        tags = {TAG_GRID: grid, TAG_RUN_ID: run_id, TAG_STATE: "pending"}
+        """A new pending run for a grid point, with its params (and any further ``tags``)."""
+        tags = {TAG_GRID: grid, TAG_RUN_ID: run_id, TAG_STATE: "pending", **(tags or {})}
         run = _retry(self.client.create_run, experiment_id, tags=tags, run_name=name)
         mlflow_id = run.info.run_id
         _retry(self.client.update_run, mlflow_id, status="SCHEDULED")

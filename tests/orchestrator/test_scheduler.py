@@ -327,13 +327,14 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
     from trainers.config import load_run_config
     from trainers.loop import train
 
-    # A family of three: 150, 300 and 600 steps; the branches start at steps 135 and 270.
+    # A family of three: 150, 300 and 1,200 steps; the branches start at steps 135 and 270, and the
+    # trunk runs long enough after them to be killed once the first branch has finished.
     base = {
         "optim.schedule": "wsd",
         "optim.warmup_tokens": 2560,
         "optim.decay_fraction": 0.1,
     }
-    axes = {"train.tokens": [38400, 76800, 153600]}
+    axes = {"train.tokens": [38400, 76800, 307200]}
     path = write_grid(tmp_path, "wsd", base=base, axes=axes, branch={"over": "train.tokens"}, retries=1)
     folder = grid_folder(tmp_path, "wsd")
     killed: dict = {}
@@ -342,7 +343,7 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
         done = lambda: [r for r in folder.glob("*") if (r / "summary.json").is_file()]  # noqa: E731
         wait_for(done, 180, what="the first branch to finish")
         configs = [r / "config.yaml" for r in folder.glob("*") if (r / "config.yaml").is_file()]
-        [trunk] = [c.parent for c in configs if "tokens: 153600" in c.read_text()]
+        [trunk] = [c.parent for c in configs if "tokens: 307200" in c.read_text()]
         assert not (trunk / "summary.json").is_file(), "the trunk finished before it could be killed"
         killed["trunk"], killed["pid"] = trunk.name, read_attempts(trunk)[0]["pid"]
         os.kill(killed["pid"], signal.SIGKILL)
@@ -353,8 +354,9 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
     killer.join()
     assert set(outcome.states.values()) == {"finished"}
     runs = {read_summary(folder / r).steps: folder / r for r in outcome.states}
-    assert killed["trunk"] == runs[600].name and len(read_attempts(runs[600])) == 2
-    assert sorted(p.name for p in (runs[600] / "checkpoints").glob("step-*"))[:2] == [
+    assert "trunk" in killed, "the trunk finished before the first branch did: nothing was killed"
+    assert killed["trunk"] == runs[1200].name and len(read_attempts(runs[1200])) == 2
+    assert sorted(p.name for p in (runs[1200] / "checkpoints").glob("step-*"))[:2] == [
         "step-00000135",
         "step-00000270",
     ]  # the branch points, kept beside the newest checkpoints
@@ -372,6 +374,18 @@ def test_wsd_branches_equal_their_runs_trained_alone_and_a_killed_trunk_keeps_th
             r["step"]: r["train/loss"] for r in read_jsonl(f / "metrics.jsonl") if r["kind"] == "train"
         }
         assert losses(run) == losses(reference), steps
+
+    # The store says which runs are branches, and the report's method says so too.
+    tags = {run_id: run.data.tags for run_id, run in mlflow_runs(outcome.tracking_uri, "wsd").items()}
+    assert tags[runs[150].name]["gammaray.branch"] == f"{runs[1200].name}@135"
+    assert tags[runs[300].name]["gammaray.branch"] == f"{runs[1200].name}@270"
+    assert "gammaray.branch" not in tags[runs[1200].name]
+    from analysis.analyze import analyze
+    from analysis.load import load_grid_runs
+    from analysis.report.scaling import render_report
+
+    html = render_report(analyze(load_grid_runs("wsd", outcome.tracking_uri), n_bootstrap=0))
+    assert "2 of the 3 runs were WSD branches" in html
 
 
 def test_failed_and_diverged_runs_do_not_stop_the_grid(cluster, tmp_path, mlflow_template):
