@@ -522,21 +522,37 @@ def test_a_grid_too_big_for_the_cluster_is_refused_before_anything_is_written(cl
 # ---- a multi-process DeepSpeed run as a gang ---------------------------------------------------
 
 
-def test_deepspeed_runs_train_as_gangs_of_fresh_processes(cluster, tmp_path, mlflow_template):
+def test_deepspeed_gangs_are_fresh_processes_and_branch_from_deepspeed_checkpoints(
+    cluster, tmp_path, mlflow_template
+):
+    from trainers.config import load_run_config
+    from trainers.launch import run_local
+
     fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    # A WSD family of two gangs: the 20-step run branches from the 40-step trunk's ZeRO checkpoint
+    # at step 15, the start of its decay.
     path = write_grid(
         tmp_path,
         "gang",
-        base={"train.backend": "deepspeed", "train.zero_stage": 1, "train.tokens": 8000},
-        axes={"init.gamma": [0.5, 1.0]},
+        base={
+            "train.backend": "deepspeed",
+            "train.zero_stage": 1,
+            "optim.schedule": "wsd",
+            "optim.warmup_tokens": 1280,
+            "optim.decay_fraction": 0.25,
+        },
+        axes={"train.tokens": [5120, 10240]},
+        branch={"over": "train.tokens"},
         resources={"cpus": 1, "processes": 2},
         max_parallel=1,  # one gang after the other: the second must not reuse the first's processes
     )
     outcome = submit(path, tmp_path, address=cluster.address)
     assert set(outcome.states.values()) == {"finished"}
     pids = set()
+    runs = {}
     for run_id in outcome.states:
         folder = grid_folder(tmp_path, "gang") / run_id
+        runs[read_summary(folder).steps] = folder
         attempts = read_attempts(folder)
         assert sorted(a["rank"] for a in attempts) == [0, 1]
         pids |= {a["pid"] for a in attempts}
@@ -544,6 +560,19 @@ def test_deepspeed_runs_train_as_gangs_of_fresh_processes(cluster, tmp_path, mlf
         assert run.data.params["train.processes"] == "2"
         assert_metrics_match_jsonl(outcome.tracking_uri, run, folder)
     assert len(pids) == 4  # DeepSpeed's process-wide state never meets a second run
+
+    branch = runs[20]
+    assert [r["step"] for r in read_jsonl(branch / "metrics.jsonl") if r["kind"] == "start"] == [15]
+    alone = tmp_path / "alone"
+    trained_alone = run_local(
+        load_run_config(branch / "config.yaml"), alone, [JsonlLogger(alone / "metrics.jsonl")]
+    )
+    assert read_summary(branch).final_eval_loss == trained_alone.final_eval_loss
+    losses = lambda f: {  # noqa: E731
+        r["step"]: r["train/loss"] for r in read_jsonl(f / "metrics.jsonl") if r["kind"] == "train"
+    }
+    # The records before step 15 are the trunk's, at the trunk's eval cadence: a subset of the steps.
+    assert losses(branch) == {step: losses(alone)[step] for step in losses(branch)}
 
 
 def test_one_process_deepspeed_runs_get_fresh_workers(cluster, tmp_path, mlflow_template):
