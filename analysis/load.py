@@ -9,6 +9,7 @@ diverged and unfinished runs stay in the table so reports can list them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ HISTORY_METRICS = ("train/loss", "eval/loss", "tokens")
 # Namespaces whose every metric is loaded with its history: diagnostics over training, token-level
 # losses and the reasoning probe (trainers.probes).
 HISTORY_PREFIXES = ("diag/", "tokens/", "probe/")
+# Downstream scores (``gammaray eval``): ``eval/<task>/<metric>``, at the step that was scored.
+DOWNSTREAM_METRIC = re.compile(r"^eval/(?P<task>[^/]+)/(?P<metric>[^/]+)$")
 # The entropy rate of a run's data in nats per token, where its source knows it (the generated
 # corpora do): the known floor of the loss, for ``--e known``.
 ENTROPY_COLUMN = "entropy_per_token"
@@ -205,7 +208,8 @@ def _run_record(client: Any, run: Any) -> tuple[dict[str, Any], list[tuple[str, 
     )
     history: list[tuple[str, str, int, float]] = []
     for key in sorted(run.data.metrics):
-        if key not in HISTORY_METRICS and not key.startswith(HISTORY_PREFIXES):
+        loaded = key in HISTORY_METRICS or key.startswith(HISTORY_PREFIXES) or DOWNSTREAM_METRIC.match(key)
+        if not loaded:
             continue
         points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
         history.extend((run_id, key, int(m.step), float(m.value)) for m in points)

@@ -3,7 +3,8 @@
 Layout: ``<out>/checkpoints/step-00000123/`` holds the backend's files (model, optimizer) and
 ``meta.json`` (step, the loop's own state, RNG states). A checkpoint is written into a hidden
 temporary folder and renamed into place, so a process killed mid-write leaves no half checkpoint.
-The data stream needs no state: batch k is a pure function of (seed, k).
+The data stream needs no state: batch k is a pure function of (seed, k). A finished run also
+keeps a checkpoint of its last step: the trained model, which export and evaluation read.
 
 ``meta.json``, written last, also lists every other file of the checkpoint with its size and
 SHA-256 (``files``), so a checkpoint damaged after it was written (a truncated or corrupt file

@@ -59,7 +59,7 @@ class TrainConfig:
     loss_on: Literal["all", "answers"] = added_later("all")
     eval_every: int = not_result(0)  # steps between evals; 0: ten evals per run
     log_every: int = not_result(10)  # steps between train-loss records
-    checkpoint_every: int = not_result(0)  # steps between checkpoints; 0: five per run
+    checkpoint_every: int = not_result(0)  # steps between checkpoints; 0: five per run (and the last step)
     keep_checkpoints: int = not_result(2)
     threads: int = not_result(0)  # torch intra-op threads; 0 leaves torch's default
     # torch.compile the training forward and backward: faster steps after a one-off compile

@@ -279,6 +279,7 @@ class _Loop:
         if diverged_step is None:
             final_eval_loss = self._evaluate(step, final=True)
             trained_steps = step
+            self._checkpoint(step, initial_eval_loss)  # the finished model, for export and evaluation
         else:
             final_eval_loss = math.nan
             trained_steps = diverged_step

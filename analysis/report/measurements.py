@@ -1,4 +1,5 @@
-"""Report sections of the trainer's eval-time measurements: mechanism, tokens, probe, critical γ.
+"""Report sections of the trainer's eval-time measurements: mechanism, tokens, probe, critical γ,
+and the downstream scores of ``gammaray eval`` (``analysis.report.downstream``).
 
 Each section is built only when the grid logged what it needs; otherwise an :class:`Absent`
 says in one line why it is not there. Sections hold plotly figures and plain-text tables;
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,9 @@ from analysis.measures.mechanism import (
     tokens_per_step,
 )
 from analysis.measures.phase_diagram import PHASE_METRICS, PhaseDiagram, phase_cells
+from analysis.report.downstream import downstream_section
 from analysis.report.figures import PALETTE, apply_layout
+from analysis.report.sections import Absent, Section, Table
 
 MECHANISM_PANELS = (
     ("diag/condensation/all", "condensation (pairs with |cos| > threshold)"),
@@ -53,40 +55,14 @@ PROBE_TITLES = {
 }
 
 
-@dataclass(frozen=True)
-class Table:
-    header: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Section:
-    anchor: str
-    title: str
-    lead: str
-    figures: tuple[go.Figure, ...] = ()
-    tables: tuple[Table, ...] = ()
-    lines: tuple[str, ...] = ()  # sentences shown above the figures (findings, notes)
-
-
-@dataclass(frozen=True)
-class Absent:
-    title: str
-    reason: str
-
-    @property
-    def note(self) -> str:
-        return f"{self.title}: not shown — {self.reason}."
-
-
 def sections(analysis: Analysis, colors: dict[str, str]) -> list[Section | Absent]:
-    """The four sections, in report order."""
+    """The measurement sections, in report order."""
     return [
         condensation(analysis, colors),
         token_level(analysis, colors),
         reasoning(analysis, colors),
         critical(analysis),
+        downstream_section(analysis, colors),
     ]
 
 

@@ -11,6 +11,7 @@ import click
 
 from analysis.cli import fit_command, report_command
 from orchestrator.cli.commands import cancel, mlflow_ui, status, submit
+from orchestrator.cli.evaluate import evaluate, export
 from orchestrator.cli.trainer import inspect, train
 from orchestrator.cli.tune import tune
 
@@ -23,7 +24,19 @@ def main() -> None:
 
 # The trainer's commands, the grids' (orchestrator.cli.commands), tuning, and analysis (which
 # imports neither torch nor ray).
-for command in (train, inspect, submit, status, cancel, mlflow_ui, tune, fit_command, report_command):
+for command in (
+    train,
+    inspect,
+    submit,
+    status,
+    cancel,
+    mlflow_ui,
+    tune,
+    export,
+    evaluate,
+    fit_command,
+    report_command,
+):
     main.add_command(command)
 
 if __name__ == "__main__":

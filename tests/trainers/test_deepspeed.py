@@ -128,3 +128,22 @@ def test_cli_trains_with_two_deepspeed_processes(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "eval loss" in done.stderr  # rank 0's progress reached the console
     assert '"status": "finished"' in done.stdout.strip().splitlines()[-1]
+
+
+def test_a_deepspeed_run_exports_its_final_weights(tmp_path, deepspeed_straight):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    from trainers.data import build_source
+    from trainers.export import export_run, load_trained
+
+    folder, straight = deepspeed_straight
+    out = export_run(folder, tmp_path / "hf")  # gathered from the ZeRO checkpoint of the last step
+    run, model, step = load_trained(folder)
+    assert step == straight.steps
+    source = build_source(run.config.data, seq_len=run.config.train.seq_len, seed=run.config.seed)
+    batch = torch.from_numpy(source.eval_batch())
+    hf = LlamaForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert model.loss(batch).item() == pytest.approx(straight.final_eval_loss, rel=1e-5)
+        assert (model(batch[:4, :-1]) - hf(batch[:4, :-1]).logits).abs().max().item() < 1e-4
