@@ -3,6 +3,7 @@ tasks, into MLflow and the run folders; the report shows them; a broken run spoi
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -86,6 +87,18 @@ def test_the_report_shows_the_downstream_section(scored):
     assert 'id="downstream"' in html and "Downstream evaluation" in html
     for task in TASKS:
         assert html.count(f">{task}</td>") == 2  # one row per group
+
+
+def test_export_writes_every_finished_run_of_a_grid(scored, tmp_path):
+    _, env, _, _ = scored
+    done = run_cli("export", "--grid", "downstream", "--out", str(tmp_path / "hf"), "--json", env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    exported = json.loads(done.stdout.strip().splitlines()[-1])["exported"]
+    assert len(exported) == 2
+    for folder in exported:
+        assert {"config.json", "model.safetensors", "tokenizer.json", "gammaray.json"} <= {
+            p.name for p in Path(folder).iterdir()
+        }
 
 
 def test_a_run_that_cannot_be_scored_is_named_and_the_others_are_scored(scored, tmp_path):

@@ -78,7 +78,9 @@ def test_resume_gives_the_same_trajectory_as_an_uninterrupted_run(tmp_path):
 
 
 def test_checkpoints_are_pruned_and_complete_and_the_last_step_is_kept(tmp_path):
-    result = train(config("train.tokens=20000", "train.checkpoint_every=10", "train.keep_checkpoints=2"), tmp_path)
+    result = train(
+        config("train.tokens=20000", "train.checkpoint_every=10", "train.keep_checkpoints=2"), tmp_path
+    )
     folders = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert result.steps == 78 and folders == ["step-00000070", "step-00000078"]
     for name in folders:
