@@ -48,6 +48,7 @@ MECHANISM_PANELS = (
     ("diag/attn_sink/all", "attention probability on the first token"),
     ("diag/norm_eps_share/all", "RMSNorm: share of the normalizer that ε takes"),
 )
+LOG_PANEL_SPAN = 1e3  # a history panel whose positive values span more than this gets a log axis
 PROBE_TITLES = {
     "probe/seen_accuracy": "trained pairs: accuracy",
     "probe/heldout_compositional": "held-out pair: compositional answer",
@@ -145,8 +146,17 @@ def history_figure(
                 col=i % columns + 1,
             )
             shown.add(label)
+        values = rows["value"].to_numpy(float)
+        values = values[np.isfinite(values)]
+        if len(values) and values.min() > 0 and values.max() > LOG_PANEL_SPAN * values.min():
+            # e.g. ε's share of the normalizer: 1e-12 and 0.4 in one panel read only on a log axis
+            fig.update_yaxes(type="log", exponentformat="power", row=i // columns + 1, col=i % columns + 1)
     x_title = "tokens seen" if per_step else "step"
-    apply_layout(fig, title, "", "", log_x=False, log_y=False, height=300 * n_rows + 80)
+    legend_rows = math.ceil(len(shown) / 2)
+    apply_layout(fig, title, "", "", log_x=False, log_y=False, height=300 * n_rows + 80 + 22 * legend_rows)
+    # Below the panels, not beside them: long group labels would squeeze the panels to slivers.
+    fig.update_layout(legend={"orientation": "h", "x": 0, "y": -0.06, "yanchor": "top"})
+    fig.update_layout(margin={"b": 60 + 22 * legend_rows})
     fig.update_xaxes(title_text=x_title)
     fig.update_annotations(font_size=12)
     return fig

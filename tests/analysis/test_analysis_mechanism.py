@@ -91,23 +91,27 @@ def measured():
 
 def test_every_section_appears_when_the_grid_logged_its_metrics():
     built = sections(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=200), {})
-    assert [type(s) for s in built] == [Section] * 4
+    assert [type(s) for s in built] == [Section] * 4 + [Absent]
     assert [s.title for s in built] == [
         "Mechanism: condensation",
         "Token-level",
         "Reasoning probe",
         "Critical γ",
+        "Downstream evaluation",  # no `gammaray eval` scores in this grid
     ]
     html = render_report(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=50))
     for anchor in ("mechanism", "tokens", "probe", "critical-gamma"):
         assert f'<section id="{anchor}">' in html
         assert f'href="#{anchor}"' in html
-    assert ": not shown — " not in html
+    assert (
+        html.count(": not shown — ") == 1
+        and "Downstream evaluation: not shown — no run has downstream" in html
+    )
 
 
 def test_two_gammas_get_no_critical_gamma_section(measured):
     built = sections(measured, {})
-    assert [type(s) for s in built] == [Section] * 3 + [Absent]
+    assert [type(s) for s in built] == [Section] * 3 + [Absent] * 2
     assert "at least 3 γ values; the grid holds 2" in built[3].note
 
 
@@ -126,7 +130,7 @@ def test_sections_are_absent_with_a_one_line_note_without_the_metrics():
     html = render_report(plain)
     for anchor in ("mechanism", "tokens", "probe"):
         assert f'<section id="{anchor}">' not in html
-    assert html.count(": not shown — ") == 3
+    assert html.count(": not shown — ") == 4  # and the downstream section's
     assert "no run logged diag/ metrics" in html
     # The γ sweep with train-loss histories still gets its critical-γ section (loss and stability).
     assert '<section id="critical-gamma">' in html
