@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.orchestrator.conftest import workspace, write_grid
+from tests.orchestrator.conftest import connected, fresh_store, start_cluster, submit, workspace, write_grid
 from trainers.callbacks import read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -18,9 +18,13 @@ LIMIT = 40
 
 
 @pytest.fixture(scope="module")
-def scored(tmp_path_factory):
-    """A two-run grid, trained and scored on the shipped tasks once."""
+def scored(tmp_path_factory, mlflow_template):
+    """A two-run grid, trained and scored on the shipped tasks once, on one Ray cluster for the
+    module (the scoring tasks run on it as they would on any cluster)."""
+    from orchestrator.evaluate import evaluate_grid
+
     home = tmp_path_factory.mktemp("home")
+    fresh_store(mlflow_template, home / "mlflow.db")
     grid = write_grid(
         home,
         "downstream",
@@ -28,27 +32,34 @@ def scored(tmp_path_factory):
         axes={"init.gamma": [0.5, 1.0]},
         resources={"cpus": 1},
     )
-    env = {"GAMMARAY_HOME": str(home)}
-    trained = run_cli("submit", str(grid), env=env)
-    assert trained.returncode == 0, trained.stderr[-2000:]
-    done = run_cli(
-        "eval", "--grid", "downstream", "--tasks", ",".join(TASKS), "--limit", str(LIMIT), "--json", env=env
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return home, env, json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    ray_cluster = start_cluster(num_cpus=2)
+    try:
+        with connected(ray_cluster.address):
+            trained = submit(grid, home, address=ray_cluster.address)
+            assert set(trained.states.values()) == {"finished"}
+            lines: list[str] = []
+            with workspace(home):
+                outcome = evaluate_grid(
+                    "downstream", TASKS, trained.tracking_uri, limit=LIMIT, say=lines.append
+                )
+                yield home, trained.tracking_uri, outcome, lines
+    finally:
+        ray_cluster.stop()
 
 
 def test_every_run_is_scored_into_mlflow_and_its_folder(scored):
     from mlflow.tracking import MlflowClient
 
-    home, _, document, stderr = scored
-    assert len(document["scored"]) == 2 and not document["failed"]
-    assert "Traceback" not in stderr
-    client = MlflowClient(f"sqlite:///{home}/mlflow.db")
+    home, uri, outcome, lines = scored
+    assert len(outcome.scored) == 2 and not outcome.failed and not outcome.not_applicable
+    assert lines[0] == "grid downstream: 2 finished runs, 0 already scored, scoring 2 on " + ", ".join(TASKS)
+    assert all(f"{TASKS[0]} acc " in line and "(chance 0.1)" in line for line in lines[1:])
+    client = MlflowClient(uri)
     [experiment] = [e for e in client.search_experiments() if e.name == "downstream"]
     for run in client.search_runs([experiment.experiment_id]):
         run_id = run.data.tags["gammaray.run_id"]
         records = read_jsonl(home / "grids" / "downstream" / run_id / "downstream.jsonl")
+        assert records == outcome.scored[run_id]
         assert {r["task"] for r in records} == set(TASKS)
         for r in records:
             assert r["limit"] == LIMIT and r["step"] == 20  # the final step of 20
@@ -62,12 +73,13 @@ def test_every_run_is_scored_into_mlflow_and_its_folder(scored):
 
 
 def test_a_second_eval_scores_nothing_again(scored):
-    home, env, _, _ = scored
+    home, uri, _, _ = scored
     files = sorted((home / "grids" / "downstream").glob("*/downstream.jsonl"))
     before = [f.read_text() for f in files]
     again = run_cli(
-        "eval", "--grid", "downstream", "--tasks", TASKS[2], "--limit", str(LIMIT), "--json", env=env
-    )
+        "eval", "--grid", "downstream", "--tasks", TASKS[2], "--limit", str(LIMIT), "--tracking-uri", uri, "--json",
+        env={"GAMMARAY_HOME": str(home)},
+    )  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     document = json.loads(again.stdout.strip().splitlines()[-1])
     assert document["scored"] == {} and len(document["skipped"]) == 2
@@ -90,8 +102,16 @@ def test_the_report_shows_the_downstream_section(scored):
 
 
 def test_export_writes_every_finished_run_of_a_grid(scored, tmp_path):
-    _, env, _, _ = scored
-    done = run_cli("export", "--grid", "downstream", "--out", str(tmp_path / "hf"), "--json", env=env)
+    home = scored[0]
+    done = run_cli(
+        "export",
+        "--grid",
+        "downstream",
+        "--out",
+        str(tmp_path / "hf"),
+        "--json",
+        env={"GAMMARAY_HOME": str(home)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     exported = json.loads(done.stdout.strip().splitlines()[-1])["exported"]
     assert len(exported) == 2
@@ -102,27 +122,24 @@ def test_export_writes_every_finished_run_of_a_grid(scored, tmp_path):
 
 
 def test_a_run_that_cannot_be_scored_is_named_and_the_others_are_scored(scored, tmp_path):
-    home, env, _, _ = scored
-    folders = sorted((home / "grids" / "downstream").glob("*/summary.json"))
-    broken = folders[0].parent
+    from orchestrator.evaluate import evaluate_grid
+
+    home, uri, _, _ = scored
+    folders = sorted(p.parent for p in (home / "grids" / "downstream").glob("*/summary.json"))
+    broken, whole = folders
     saved = tmp_path / "checkpoints"
-    shutil.copytree(broken / "checkpoints", saved)
-    shutil.rmtree(broken / "checkpoints")
+    shutil.move(broken / "checkpoints", saved)
     try:
-        done = run_cli(
-            "eval", "--grid", "downstream", "--tasks", TASKS[0], "--limit", "10", "--json", env=env
-        )
+        with workspace(home):  # a new --limit: both runs are due
+            outcome = evaluate_grid("downstream", TASKS[:1], uri, limit=10)
     finally:
-        shutil.rmtree(broken / "checkpoints", ignore_errors=True)
-        shutil.copytree(saved, broken / "checkpoints")
-    assert done.returncode == 1
-    document = json.loads(done.stdout.strip().splitlines()[-1])
+        shutil.move(saved, broken / "checkpoints")
+    assert list(outcome.failed) == [broken.name]
     assert (
-        list(document["failed"]) == [broken.name]
-        and "no intact checkpoint" in document["failed"][broken.name]
+        outcome.failed[broken.name].startswith("ExportError: ")
+        and "no intact checkpoint" in outcome.failed[broken.name]
     )
-    assert list(document["scored"]) == [folders[1].parent.name]
-    assert f"{broken.name}: not scored: ExportError" in done.stderr
+    assert list(outcome.scored) == [whole.name]
 
 
 def test_eval_lists_its_tasks_and_refuses_unknown_ones(tmp_path):
