@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from trainers.backends.deepspeed_backend import CHECKPOINT_TAG
+from trainers.backends.torch_backend import STATE_FILE
 from trainers.checkpoint import checkpoints_newest_first, damage
 from trainers.config import ResolvedRun, load_run_config, resolve
 from trainers.data import vocab
@@ -94,9 +96,9 @@ def _model_state(checkpoint: Path, run: ResolvedRun) -> dict[str, torch.Tensor]:
         # Every ZeRO stage: the full fp32 weights gathered from the shards (no process group needed).
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag="state")
+        state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint), tag=CHECKPOINT_TAG)
     else:
-        state = torch.load(checkpoint / "state.pt", map_location="cpu", weights_only=True)["model"]
+        state = torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)["model"]
     return {name: tensor.float() for name, tensor in state.items()}
 
 

@@ -18,7 +18,7 @@ from trainers.config import ResolvedRun
 from trainers.distributed import DistInfo
 from trainers.optim import build_optimizer
 
-_CHECKPOINT_TAG = "state"
+CHECKPOINT_TAG = "state"
 
 
 def _import_deepspeed(device: torch.device):
@@ -92,10 +92,10 @@ class DeepSpeedBackend:
 
     def save(self, directory: Path) -> None:
         # Collective: every process writes its shard of the optimizer state into ``directory``.
-        self.engine.save_checkpoint(str(directory), tag=_CHECKPOINT_TAG, save_latest=False)
+        self.engine.save_checkpoint(str(directory), tag=CHECKPOINT_TAG, save_latest=False)
 
     def load(self, directory: Path) -> None:
-        self.engine.load_checkpoint(str(directory), tag=_CHECKPOINT_TAG, load_lr_scheduler_states=False)
+        self.engine.load_checkpoint(str(directory), tag=CHECKPOINT_TAG, load_lr_scheduler_states=False)
 
     def close(self) -> None:
         if hasattr(self.engine, "destroy"):  # frees DeepSpeed's hooks and buffers (newer versions)

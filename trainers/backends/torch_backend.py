@@ -11,6 +11,8 @@ from trainers.backends.common import compile_if_asked, pick_device, pick_dtype
 from trainers.config import ResolvedRun
 from trainers.optim import build_optimizer
 
+STATE_FILE = "state.pt"  # a checkpoint's model and optimizer state (trainers.export reads the model)
+
 
 class TorchBackend:
     def __init__(self, run: ResolvedRun, model: torch.nn.Module):
@@ -56,11 +58,11 @@ class TorchBackend:
     def save(self, directory: Path) -> None:
         torch.save(
             {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()},
-            directory / "state.pt",
+            directory / STATE_FILE,
         )
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / "state.pt", map_location=self.device, weights_only=True)
+        state = torch.load(directory / STATE_FILE, map_location=self.device, weights_only=True)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
 
