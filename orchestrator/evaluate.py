@@ -24,7 +24,7 @@ from typing import Any
 
 from trainers.callbacks import read_jsonl
 from trainers.errors import ConfigError
-from trainers.run_folder import workspace_dir
+from trainers.run_folder import CONFIG_FILE, workspace_dir
 
 DOWNSTREAM_FILE = "downstream.jsonl"
 EXPORT_DIR = "hf"
@@ -55,19 +55,21 @@ def score_run(
 ) -> list[dict[str, Any]]:
     """Export the run in ``run_dir`` and score it on ``tasks`` (all must apply to it); the new
     score records, also appended to its ``downstream.jsonl``. Runs inside a Ray worker."""
-    _quiet_libraries()
+    from trainers.eval_tasks import TASKS, chance, write_task
+    from trainers.export import EXPORT_INFO, export_run
+
+    # gammaray's own tasks never go online; the harness's standard ones may need the hub.
+    _quiet_libraries(offline=all(t in TASKS for t in tasks))
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     from trainers.config import load_run_config, resolve
-    from trainers.eval_tasks import TASKS, chance, write_task
-    from trainers.export import export_run
 
     folder = Path(run_dir)
-    run = resolve(load_run_config(folder / "config.yaml"))
+    run = resolve(load_run_config(folder / CONFIG_FILE))
     hf = export_run(folder, folder / EXPORT_DIR)
-    step = json.loads((hf / "gammaray.json").read_text())["step"]
+    step = json.loads((hf / EXPORT_INFO).read_text())["step"]
     for name in tasks:
         if name in TASKS:
             write_task(run, name, folder / TASKS_DIR)
@@ -99,10 +101,12 @@ def score_run(
     return records
 
 
-def _quiet_libraries() -> None:
-    """The harness, datasets and transformers print progress bars and notices at every call."""
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+def _quiet_libraries(offline: bool) -> None:
+    """The harness, datasets and transformers print progress bars and notices at every call;
+    ``offline`` keeps them off the Hugging Face hub (a user's own setting wins)."""
+    if offline:
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")
     import logging
 
@@ -156,7 +160,7 @@ def evaluate_grid(
         if summary is None:
             outcome.failed[run_id] = f"its run folder {folder} has no summary.json"
             continue
-        run = resolve(load_run_config(folder / "config.yaml"))
+        run = resolve(load_run_config(folder / CONFIG_FILE))
         asked = [t for t in tasks if t not in TASKS or t in applicable_tasks(run)]
         if len(asked) < len(tasks):
             outcome.not_applicable[run_id] = [t for t in tasks if t not in asked]

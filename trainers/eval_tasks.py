@@ -123,6 +123,8 @@ def write_task(run: ResolvedRun, name: str, folder: Path) -> Path:
         f"task: {name}\n"
         "dataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {json.dumps(str(data.resolve()))}\n"
+        # The datasets library's cache of the file goes beside it, not into the user's home.
+        f"  cache_dir: {json.dumps(str((folder / 'cache').resolve()))}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
         'doc_to_text: "{{context}}"\n'
