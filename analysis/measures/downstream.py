@@ -26,6 +26,7 @@ from analysis.measures.mechanism import bootstrap_means, cells, final_values, po
 
 SCORE = "acc"
 LINK_MIN_RUNS = 5
+SIGNAL_STDERRS = 2.0  # a group's mean accuracy this many standard errors above chance is a signal
 
 
 def downstream_tasks(histories: pd.DataFrame) -> list[str]:
@@ -141,6 +142,28 @@ def task_gains(
             TaskGain(scores.task, group, reference, value, (value - half, value + half), len(common))
         )
     return gains
+
+
+def best_above_chance(scores: TaskScores) -> tuple[str, float] | None:
+    """The group whose mean accuracy is furthest above chance, in standard errors of that mean
+    (the harness's per-run errors combined); None without a chance level or scores."""
+    if scores.chance is None:
+        return None
+    best = None
+    for group in scores.groups:
+        members = scores.runs[scores.runs["group"] == group]
+        stderr = members[f"{SCORE}_stderr"].to_numpy(float)
+        spread = float(np.sqrt(np.nansum(stderr**2)) / len(stderr))
+        margin = (float(members[SCORE].mean()) - scores.chance) / spread if spread > 0 else math.inf
+        if best is None or margin > best[1]:
+            best = (group, margin)
+    return best
+
+
+def has_signal(scores: TaskScores) -> bool:
+    """Some group scores above chance by ``SIGNAL_STDERRS`` standard errors."""
+    best = best_above_chance(scores)
+    return best is not None and best[1] >= SIGNAL_STDERRS
 
 
 def loss_link(scores: TaskScores) -> LossLink | None:

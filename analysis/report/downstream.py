@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -12,9 +10,12 @@ from analysis.analyze import Analysis
 from analysis.labels import format_ci, format_number
 from analysis.measures.downstream import (
     SCORE,
+    SIGNAL_STDERRS,
     LossLink,
     TaskScores,
+    best_above_chance,
     downstream_tasks,
+    has_signal,
     loss_link,
     task_gains,
     task_scores,
@@ -23,7 +24,6 @@ from analysis.report.figures import PALETTE, apply_layout
 from analysis.report.sections import Absent, Section, Table
 
 TITLE = "Downstream evaluation"
-SIGNAL_STDERRS = 2.0  # a group's mean accuracy this many standard errors above chance is a signal
 
 
 def downstream_section(analysis: Analysis, colors: dict[str, str]) -> Section | Absent:
@@ -55,7 +55,8 @@ def downstream_section(analysis: Analysis, colors: dict[str, str]) -> Section | 
                 )
             )
         lines.append(_signal_line(task_score))
-    links = [link for link in map(loss_link, scores) if link is not None]
+    # A link from loss to accuracy says something only where accuracy rises above chance.
+    links = [link for link in map(loss_link, filter(has_signal, scores)) if link is not None]
     tables = [
         Table(
             (
@@ -112,18 +113,11 @@ def _signal_line(scores: TaskScores) -> str:
     """Whether any group scores clearly above chance, in one sentence."""
     if scores.chance is None:
         return f"{scores.task}: no chance level logged; compare the groups only with each other."
-    best = None
-    for group in scores.groups:
-        members = scores.runs[scores.runs["group"] == group]
-        stderr = members[f"{SCORE}_stderr"].to_numpy(float)
-        spread = float(np.sqrt(np.nansum(stderr**2)) / len(stderr))
-        margin = (float(members[SCORE].mean()) - scores.chance) / spread if spread > 0 else math.inf
-        if best is None or margin > best[1]:
-            best = (group, margin)
+    best = best_above_chance(scores)
     if best is None or best[1] < SIGNAL_STDERRS:
         return (
             f"{scores.task}: no group scores above chance ({format_number(scores.chance)}) by "
-            f"{SIGNAL_STDERRS:g} standard errors: no signal at these sizes."
+            f"{SIGNAL_STDERRS:g} standard errors: no signal at these sizes, and no link to the loss."
         )
     return f"{scores.task}: {best[0]} scores highest above chance ({best[1]:.1f} standard errors)."
 

@@ -70,10 +70,20 @@ def test_a_gap_interval_holds_the_documents_variance_when_each_cell_has_one_run(
 def test_the_section_says_when_no_group_beats_chance():
     table = _table(k=3.0, loss_mid=1.0, gap=0.0, stderr=0.05)  # losses far above L₀: accuracy at chance
     section = downstream_section(analyze(table, n_bootstrap=0), {})
-    assert (
-        "facts: no group scores above chance (0.25) by 2 standard errors: no signal at these sizes."
-        in section.lines
+    assert section.lines == (
+        "facts: no group scores above chance (0.25) by 2 standard errors: no signal at these sizes, and no "
+        "link to the loss.",
     )
+    assert len(section.figures) == 1 and len(section.tables) == 1  # accuracy against N, no link
+
+
+def test_a_task_with_signal_gets_its_link_in_the_section():
+    section = downstream_section(analyze(_table(), n_bootstrap=0), {})
+    [line] = section.lines
+    assert line.startswith("facts: γ=1.0 scores highest above chance (") and line.endswith(
+        " standard errors)."
+    )
+    assert len(section.figures) == 2 and section.tables[1].rows[0][0] == "facts"
 
 
 def test_the_section_is_absent_in_one_line_without_scores():
