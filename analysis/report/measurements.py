@@ -119,6 +119,7 @@ def history_figure(
         vertical_spacing=0.16,
     )
     shown: set[str] = set()
+    log_panels: list[int] = []
     for i, (metric, _) in enumerate(panels):
         rows = hist[hist["metric"] == metric].sort_values("step", kind="stable")
         for run_id, points in rows.groupby("run_id", sort=True):
@@ -149,11 +150,12 @@ def history_figure(
         values = rows["value"].to_numpy(float)
         values = values[np.isfinite(values)]
         if len(values) and values.min() > 0 and values.max() > LOG_PANEL_SPAN * values.min():
-            # e.g. ε's share of the normalizer: 1e-12 and 0.4 in one panel read only on a log axis
-            fig.update_yaxes(type="log", exponentformat="power", row=i // columns + 1, col=i % columns + 1)
+            log_panels.append(i)  # e.g. ε's share of the normalizer: 1e-12 and 0.4 in one panel
     x_title = "tokens seen" if per_step else "step"
     legend_rows = math.ceil(len(shown) / 2)
     apply_layout(fig, title, "", "", log_x=False, log_y=False, height=300 * n_rows + 80 + 22 * legend_rows)
+    for i in log_panels:
+        fig.update_yaxes(type="log", exponentformat="power", row=i // columns + 1, col=i % columns + 1)
     # Below the panels, not beside them: long group labels would squeeze the panels to slivers.
     fig.update_layout(legend={"orientation": "h", "x": 0, "y": -0.06, "yanchor": "top"})
     fig.update_layout(margin={"b": 60 + 22 * legend_rows})
