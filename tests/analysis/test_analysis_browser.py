@@ -101,7 +101,7 @@ def _png_pixels(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def report_page(grid_store, tmp_path_factory) -> Path:
-    analysis = analyze(load_grid_runs("smoke", grid_store), n_bootstrap=100)
+    analysis = analyze(load_grid_runs("smoke", grid_store), n_bootstrap=50)
     return write_report(analysis, tmp_path_factory.mktemp("report") / "report.html")
 
 

@@ -90,7 +90,8 @@ def measured():
 
 
 def test_every_section_appears_when_the_grid_logged_its_metrics():
-    built = sections(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=200), {})
+    analysis = analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=50)
+    built = sections(analysis, {})
     assert [type(s) for s in built] == [Section] * 4 + [Absent]
     assert [s.title for s in built] == [
         "Mechanism: condensation",
@@ -99,7 +100,7 @@ def test_every_section_appears_when_the_grid_logged_its_metrics():
         "Critical γ",
         "Downstream evaluation",  # no `gammaray eval` scores in this grid
     ]
-    html = render_report(analyze(_grid(gammas=(0.5, 0.75, 1.0)), n_bootstrap=50))
+    html = render_report(analysis)
     for anchor in ("mechanism", "tokens", "probe", "critical-gamma"):
         assert f'<section id="{anchor}">' in html
         assert f'href="#{anchor}"' in html
