@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from trainers.config import ResolvedRun
-from trainers.data import composite
+from trainers.data import composite, vocab
 from trainers.data.synthetic import build_families
 from trainers.export import encode_words
 from trainers.reasoning_probe import build_prompts, has_composite_task
@@ -66,7 +66,7 @@ def _facts(run: ResolvedRun) -> list[Doc]:
         choices = [value, *(int(v) for v in rng.choice(others, FACT_CHOICES - 1, replace=False))]
         order = rng.permutation(FACT_CHOICES)
         shuffled = [choices[i] for i in order]
-        prompt = np.array([composite.vocab.FACT, facts.key1[rank], facts.key2[rank]])
+        prompt = np.array([vocab.FACT, facts.key1[rank], facts.key2[rank]])
         docs.append(_doc(run, prompt, shuffled, shuffled.index(value)))
     return docs
 
