@@ -122,27 +122,30 @@ def _signal_line(scores: TaskScores) -> str:
     return f"{scores.task}: {best[0]} scores highest above chance ({best[1]:.1f} standard errors)."
 
 
+def _group_trace(group: str, index: int, x, y, shown: set[str], colors: dict[str, str]) -> go.Scatter:
+    """One group's markers, in its colour, named in the legend the first time it appears."""
+    trace = go.Scatter(
+        x=x,
+        y=y,
+        mode="markers",
+        name=str(group),
+        legendgroup=str(group),
+        showlegend=group not in shown,
+        marker_color=colors.get(group, PALETTE[index % len(PALETTE)]),
+    )
+    shown.add(group)
+    return trace
+
+
 def _scale_figure(scores: list[TaskScores], colors: dict[str, str]) -> go.Figure:
     fig = make_subplots(rows=1, cols=len(scores), subplot_titles=[s.task for s in scores])
     shown: set[str] = set()
     for col, task_score in enumerate(scores, start=1):
         for i, group in enumerate(task_score.groups):
             members = task_score.runs[task_score.runs["group"] == group].sort_values("N")
-            fig.add_trace(
-                go.Scatter(
-                    x=members["N"],
-                    y=members[SCORE],
-                    error_y={"type": "data", "array": members[f"{SCORE}_stderr"].fillna(0)},
-                    mode="markers+lines",
-                    name=str(group),
-                    legendgroup=str(group),
-                    showlegend=group not in shown,
-                    marker_color=colors.get(group, PALETTE[i % len(PALETTE)]),
-                ),
-                row=1,
-                col=col,
-            )
-            shown.add(group)
+            error_y = {"type": "data", "array": members[f"{SCORE}_stderr"].fillna(0)}
+            trace = _group_trace(group, i, members["N"], members[SCORE], shown, colors)
+            fig.add_trace(trace.update(error_y=error_y, mode="markers+lines"), row=1, col=col)
         if task_score.chance is not None:
             fig.add_hline(y=task_score.chance, line={"dash": "dash", "color": "#888"}, row=1, col=col)
     apply_layout(
@@ -159,20 +162,8 @@ def _link_figure(scores: list[TaskScores], links: list[LossLink], colors: dict[s
         task_score = by_task[link.task]
         for i, group in enumerate(task_score.groups):
             members = task_score.runs[task_score.runs["group"] == group]
-            fig.add_trace(
-                go.Scatter(
-                    x=members["loss"],
-                    y=members[SCORE],
-                    mode="markers",
-                    name=str(group),
-                    legendgroup=str(group),
-                    showlegend=group not in shown,
-                    marker_color=colors.get(group, PALETTE[i % len(PALETTE)]),
-                ),
-                row=1,
-                col=col,
-            )
-            shown.add(group)
+            trace = _group_trace(group, i, members["loss"], members[SCORE], shown, colors)
+            fig.add_trace(trace, row=1, col=col)
         losses = task_score.runs["loss"].dropna()
         grid = np.linspace(losses.min(), losses.max(), 100)
         fig.add_trace(
