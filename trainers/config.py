@@ -27,7 +27,7 @@ from trainers.schema import (
     added_later,
     build,
     defaults_left_out_of_ids,
-    flatten,
+    flat_dict,
     leaf_types,
     not_result,
     result_keys,
@@ -277,9 +277,7 @@ def run_id(config: RunConfig) -> str:
     keys = result_keys(RunConfig)
     left_out = defaults_left_out_of_ids(RunConfig)
     flat = {
-        k: v
-        for k, v in flatten(to_dict(config)).items()
-        if k in keys and not (k in left_out and v == left_out[k])
+        k: v for k, v in flat_dict(config).items() if k in keys and not (k in left_out and v == left_out[k])
     }
     payload = json.dumps({"version": CONFIG_VERSION, "config": flat}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]

@@ -16,6 +16,7 @@ of run ids, so every config that never sets it keeps the id it always had.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -40,7 +41,7 @@ def added_later(default: Any) -> Any:
 def build(cls: type[T], mapping: Mapping[str, Any] | None, path: str = "") -> T:
     """Build dataclass ``cls`` from ``mapping``; missing keys take their defaults."""
     mapping = dict(mapping or {})
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
@@ -65,6 +66,20 @@ def build(cls: type[T], mapping: Mapping[str, Any] | None, path: str = "") -> T:
 def to_dict(config: Any) -> dict[str, Any]:
     """The config as a nested plain dict (the inverse of ``build``)."""
     return dataclasses.asdict(config)
+
+
+def flat_dict(config: Any, prefix: str = "") -> dict[str, Any]:
+    """The config as dotted keys → leaf values: ``flatten(to_dict(config))`` without the deep
+    copy, which made hashing a config the largest cost of expanding a large grid."""
+    flat: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        dotted = f"{prefix}{field.name}"
+        if dataclasses.is_dataclass(value):
+            flat.update(flat_dict(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -93,7 +108,7 @@ def set_dotted(nested: dict[str, Any], dotted_key: str, value: Any) -> None:
 
 def leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
     """Dotted name → type hint of every leaf field of ``cls`` (recursively)."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     out: dict[str, Any] = {}
     for field in dataclasses.fields(cls):
         hint = hints[field.name]
@@ -104,10 +119,11 @@ def leaf_types(cls: type, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def result_keys(cls: type) -> set[str]:
+@functools.cache
+def result_keys(cls: type) -> frozenset[str]:
     """Dotted names of every field of ``cls`` (recursively) that changes a run's result."""
     keys: set[str] = set()
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for field in dataclasses.fields(cls):
         if not field.metadata.get("result", True):
             continue
@@ -115,20 +131,28 @@ def result_keys(cls: type) -> set[str]:
             keys |= {f"{field.name}.{k}" for k in result_keys(hints[field.name])}
         else:
             keys.add(field.name)
-    return keys
+    return frozenset(keys)
 
 
-def defaults_left_out_of_ids(cls: type) -> dict[str, Any]:
+@functools.cache
+def defaults_left_out_of_ids(cls: type) -> Mapping[str, Any]:
     """Dotted name → default of every ``added_later`` field of ``cls`` (recursively)."""
     omitted: dict[str, Any] = {}
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for field in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[field.name]):
             nested = defaults_left_out_of_ids(hints[field.name])
             omitted |= {f"{field.name}.{k}": v for k, v in nested.items()}
         elif field.metadata.get("id_omits_default"):
             omitted[field.name] = field.default
-    return omitted
+    return types.MappingProxyType(omitted)
+
+
+@functools.cache
+def _type_hints(cls: type) -> Mapping[str, Any]:
+    """``cls``'s resolved field types. Cached: resolving string annotations costs about 0.5 ms a
+    class, and a 10,000-point grid builds and hashes 10,000 configs of several sections each."""
+    return types.MappingProxyType(typing.get_type_hints(cls))
 
 
 def _coerce(value: Any, hint: Any, path: str) -> Any:

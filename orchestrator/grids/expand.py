@@ -17,7 +17,7 @@ from orchestrator.grids.branch import BranchStart, plan_branches
 from orchestrator.grids.parse import Grid, Point, Resources, with_values
 from trainers.config import RunConfig, resolve_dotted
 from trainers.errors import ConfigError
-from trainers.schema import flatten, to_dict
+from trainers.schema import flat_dict
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class RunSpec:
         """MLflow params: the resolved config with dotted keys plus ``N``, ``N_non_embedding``,
         ``D`` (tokens), ``FLOPs`` (train FLOPs, 6ND) and, where the data source knows it,
         ``entropy_per_token`` (the known floor of the loss, for ``fit --e known``)."""
-        params = {key: str(value) for key, value in flatten(to_dict(self.config)).items()}
+        params = {key: str(value) for key, value in flat_dict(self.config).items()}
         params.update(
             N=str(self.n_params),
             N_non_embedding=str(self.n_params_non_embedding),

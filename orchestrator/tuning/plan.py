@@ -35,7 +35,7 @@ from orchestrator.tuning.space import (
 from trainers.config import resolve_dotted
 from trainers.errors import ConfigError
 from trainers.run_folder import workspace_dir
-from trainers.schema import flatten, to_dict
+from trainers.schema import flat_dict
 
 DEFAULT_TRIALS = 10
 ALL_POINTS = "all"  # the group key of a study when no --per key is given
@@ -228,7 +228,7 @@ def _value_of(key: str, raw: Mapping[str, Any], spec: RunSpec) -> Any:
     if key in raw:
         return raw[key]
 
-    return flatten(to_dict(spec.config)).get(key)
+    return flat_dict(spec.config).get(key)
 
 
 # ---- the search space in every study ------------------------------------------------------
