@@ -21,6 +21,8 @@ import pandas as pd
 from analysis.errors import AnalysisError
 from trainers.run_folder import RUN_STATES, default_tracking_uri, sqlite_path
 
+# Runs per query when histories are read from an SQL store (within SQLite's parameter limit).
+_SQL_RUNS = 500
 CORE_COLUMNS = ("run_id", "state", "reason", "N", "N_non_embedding", "D", "FLOPs", "loss")
 HISTORY_METRICS = ("train/loss", "eval/loss", "tokens")
 # Namespaces whose every metric is loaded with its history: diagnostics over training, token-level
@@ -171,9 +173,9 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
         known = [e.name for e in client.search_experiments(max_results=20) if e.name != "Default"]
         hint = f" (grids there: {', '.join(known)})" if known else " (it holds no grids)"
         raise AnalysisError(f"unknown grid '{name}' in {uri}{hint}")
-    records, histories = [], []
-    token = None
     try:
+        runs = []
+        token = None
         while True:
             page = client.search_runs(
                 [experiment.experiment_id],
@@ -181,41 +183,87 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
                 max_results=1000,
                 page_token=token,
             )
-            for run in page:
-                record, history = _run_record(client, run)
-                records.append(record)
-                histories.extend(history)
+            runs.extend(page)
             token = page.token
             if not token:
                 break
+        records = [_run_record(run) for run in runs]
+        histories = _histories(client, runs)
     except Exception as exc:  # a store that fails mid-read is reported like one that cannot open
         raise AnalysisError(f"cannot read grid '{name}' from {uri}: {_one_line(exc)}") from None
-    return runs_from_records(records, histories, name=name, source=f"grid:{name} ({uri})")
+    for record, history in zip(records, histories):
+        evals = [point for point in history if point[1] == "eval/loss"]
+        record["loss"] = evals[-1][3] if evals else np.nan
+    return runs_from_records(
+        records,
+        [point for history in histories for point in history],
+        name=name,
+        source=f"grid:{name} ({uri})",
+    )
 
 
-def _run_record(client: Any, run: Any) -> tuple[dict[str, Any], list[tuple[str, str, int, float]]]:
+def _run_record(run: Any) -> dict[str, Any]:
     tags = run.data.tags
-    run_id = tags.get("gammaray.run_id") or run.info.run_id
     state = tags.get("gammaray.state") or _MLFLOW_STATUS.get(run.info.status, "running")
     record: dict[str, Any] = {key: parse_param(value) for key, value in run.data.params.items()}
     record.update(
-        run_id=run_id,
+        run_id=_grid_run_id(run),
         state=state.lower(),
         reason=tags.get("gammaray.reason"),
         _start_time=run.info.start_time or 0,
         # A WSD branch's trunk and start (bookkeeping: an underscore column is never an axis).
         _branch=tags.get("gammaray.branch"),
     )
-    history: list[tuple[str, str, int, float]] = []
-    for key in sorted(run.data.metrics):
-        loaded = key in HISTORY_METRICS or key.startswith(HISTORY_PREFIXES) or DOWNSTREAM_METRIC.match(key)
-        if not loaded:
-            continue
-        points = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: (m.step, m.timestamp))
-        history.extend((run_id, key, int(m.step), float(m.value)) for m in points)
-    evals = [h for h in history if h[1] == "eval/loss"]
-    record["loss"] = evals[-1][3] if evals else np.nan
-    return record, history
+    return record
+
+
+def _grid_run_id(run: Any) -> str:
+    return run.data.tags.get("gammaray.run_id") or run.info.run_id
+
+
+def _loaded(key: str) -> bool:
+    return key in HISTORY_METRICS or key.startswith(HISTORY_PREFIXES) or bool(DOWNSTREAM_METRIC.match(key))
+
+
+def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, int, float]]]:
+    """Each run's loaded metric histories as ``(run_id, metric, step, value)``, by metric and
+    then step.
+
+    From MLflow's SQL stores the points of every run are read in one query per 500 runs, as
+    rows: a grid of 1,000 runs with a hundred metrics each is 100,000 history calls otherwise
+    (about two minutes on SQLite), and building MLflow's metric objects for its million points
+    would take a minute more. Other stores (an MLflow server) are read one run and metric at a time.
+    """
+    wanted = {run.info.run_id: {key for key in run.data.metrics if _loaded(key)} for run in runs}
+    store = getattr(getattr(client, "_tracking_client", None), "store", None)
+    engine = getattr(store, "engine", None)
+    points: dict[str, list[tuple[str, int, int, float]]] = {mlflow_id: [] for mlflow_id in wanted}
+    if engine is not None:
+        from mlflow.store.tracking.dbmodels.models import SqlMetric
+        from sqlalchemy import select
+
+        ids = list(wanted)
+        columns = (SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.timestamp, SqlMetric.value)
+        with engine.connect() as connection:
+            for start in range(0, len(ids), _SQL_RUNS):
+                query = select(*columns, SqlMetric.is_nan).where(
+                    SqlMetric.run_uuid.in_(ids[start : start + _SQL_RUNS])
+                )
+                for mlflow_id, key, step, timestamp, value, is_nan in connection.execute(query):
+                    if key in wanted[mlflow_id]:
+                        points[mlflow_id].append((key, step, timestamp, math.nan if is_nan else value))
+    else:
+        for mlflow_id, keys in wanted.items():
+            for key in keys:
+                points[mlflow_id].extend(
+                    (key, m.step, m.timestamp, m.value) for m in client.get_metric_history(mlflow_id, key)
+                )
+    histories = []
+    for run in runs:
+        run_id = _grid_run_id(run)
+        ordered = sorted(points[run.info.run_id])  # by metric, then step, then time logged
+        histories.append([(run_id, key, int(step), float(value)) for key, step, _, value in ordered])
+    return histories
 
 
 def runs_from_records(
