@@ -162,7 +162,7 @@ class Scheduler:
         self.used_cpus += spec.processes * spec.resources.cpus
         self.used_gpus += spec.processes * spec.resources.gpus
         self.inflight[launched.ref] = Attempt(launched, number, key)
-        self.recorder.watch(spec.run_id)
+        self.recorder.watch(spec.run_id, attempt=key)
 
     def _wait(self, timeout: float) -> None:
         for ref in ended_tasks(list(self.inflight), timeout):

@@ -60,7 +60,7 @@ def train_point(
         dist = DistInfo(
             rank=rank, world_size=world_size, local_rank=0, master_addr=master[0], master_port=master[1]
         )
-    callbacks = [JsonlLogger(out / METRICS_FILE)] if rank == 0 else []
+    callbacks = [JsonlLogger(out / METRICS_FILE, attempt=attempt)] if rank == 0 else []
     return train(spec.config, out, callbacks, dist, checkpoint_at=spec.checkpoint_at).to_dict()
 
 

@@ -33,11 +33,14 @@ class JsonlLogger(Callback):
     """Appends one JSON line per record to ``path``: ``{"kind": "train"|"eval"|"start"|"end", "step", ...}``.
 
     On resume, records past the checkpoint's step (written by the interrupted attempt) are
-    dropped first, so the file reads as one uninterrupted run.
+    dropped first, so the file reads as one uninterrupted run. ``attempt``, when given, names
+    the attempt in its start record: a reader that knows which attempt it launched can tell
+    when the file has been cut back and is this attempt's.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, attempt: str | None = None):
         self.path = Path(path)
+        self.attempt = attempt
 
     def on_start(self, info: dict[str, Any], resumed_step: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +52,8 @@ class JsonlLogger(Callback):
         with open(self.path, "w") as handle:
             for record in kept:
                 handle.write(json.dumps(record) + "\n")
-        self._write({"kind": "start", "step": resumed_step, **info})
+        named = {"attempt": self.attempt} if self.attempt is not None else {}
+        self._write({"kind": "start", "step": resumed_step, **named, **info})
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
         self._write({"kind": "train", "step": step, **metrics})

@@ -73,6 +73,9 @@ class Recorder:
         self.live: dict[str, Live] = {}
         self._wanted: dict[str, tuple[str, str | None, dict[str, str]]] = {}
         self._tailing: set[str] = set()
+        self._awaiting: dict[
+            str, str
+        ] = {}  # run id -> the launched attempt whose start is not yet in its JSONL
         self._artifacts_due: set[str] = set()
         self._jsonl: dict[str, JsonlTail] = {}  # each run's metrics.jsonl, read as it grows
         self._clear_cancel: set[str] = set()
@@ -139,14 +142,20 @@ class Recorder:
         extra = {TAG_ATTEMPTS: str(attempts)} if attempts is not None else {}
         self._wanted[run_id] = (state, reason, extra)
 
-    def watch(self, run_id: str) -> None:
-        """Tail this run's JSONL on every flush (it is running)."""
+    def watch(self, run_id: str, attempt: str | None = None) -> None:
+        """Tail this run's JSONL on every flush (it is running): once the start record of
+        ``attempt`` is in it, when given. Until then the file may still hold the records of an
+        interrupted attempt past its last checkpoint, which the new attempt drops, and which
+        must not reach the store."""
         self._tailing.add(run_id)
         self._clear_cancel.add(run_id)
+        if attempt is not None:
+            self._awaiting[run_id] = attempt
 
     def done(self, run_id: str, with_artifacts: bool) -> None:
         """The run stopped: tail it one last time, then log its artifacts (if it has a result)."""
         self._tailing.add(run_id)
+        self._awaiting.pop(run_id, None)  # whatever the file holds now is what the run left
         if with_artifacts:
             self._artifacts_due.add(run_id)
 
@@ -189,7 +198,7 @@ class Recorder:
         finished_tails = set()
         for run_id in sorted(self._tailing):
             ended = run_id in self._artifacts_due or self.runs[run_id].state not in ("running", "pending")
-            if not (metrics_due or ended):
+            if not (metrics_due or ended) or not self._attempt_started(run_id):
                 continue
             self._tail(run_id)
             if run_id in self._artifacts_due:
@@ -204,6 +213,16 @@ class Recorder:
         for metrics, cursor in pending_batches(self._records(run_id), stored.cursor):
             self.store.log(stored.mlflow_id, metrics, tags={TAG_CURSOR: cursor.to_tag()})
             stored.tags[TAG_CURSOR] = cursor.to_tag()
+
+    def _attempt_started(self, run_id: str) -> bool:
+        attempt = self._awaiting.get(run_id)
+        if attempt is None:
+            return True
+        records = self._records(run_id)
+        if not any(r.get("kind") == "start" and r.get("attempt") == attempt for r in records):
+            return False
+        del self._awaiting[run_id]
+        return True
 
     def _log_artifacts(self, run_id: str) -> None:
         assert self.store is not None

@@ -208,6 +208,32 @@ def test_one_recorder_follows_a_run_through_its_resume(tmp_path, grid_specs, mlf
     assert recorder.live[spec.run_id].step == 40
 
 
+def test_a_relaunched_run_is_not_tailed_before_its_attempt_cuts_the_file_back(
+    tmp_path, grid_specs, mlflow_template
+):
+    from trainers.callbacks import JsonlLogger
+
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    spec = grid_specs[0]
+    metrics_file = Path(spec.out_dir) / "metrics.jsonl"
+    # An interrupted attempt (its driver killed) got to step 24; its last checkpoint is step 20.
+    write_jsonl(metrics_file, records(range(1, 25)))
+    recorder = Recorder(uri, "rec", grid_specs, warn=print)
+    assert recorder.open()
+    recorder.watch(spec.run_id, attempt="s2:1")
+    assert recorder.flush(force=True)
+    mlflow_id = recorder.runs[spec.run_id].mlflow_id
+    assert histories(uri, mlflow_id, "train/loss") == []  # the old attempt's steps 21-24 wait
+    # The new attempt starts: its logger cuts the file back to the checkpoint, then trains on.
+    logger = JsonlLogger(metrics_file, attempt="s2:1")
+    logger.on_start({"run_id": spec.run_id}, resumed_step=20)
+    for step in range(21, 31):
+        logger.on_step(step, {"train/loss": 5.0 - step / 100})
+    assert recorder.flush(force=True)
+    expected = [(s, 6.0 - s / 100) for s in range(1, 21)] + [(s, 5.0 - s / 100) for s in range(21, 31)]
+    assert histories(uri, mlflow_id, "train/loss") == expected
+
+
 def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, monkeypatch, mlflow_template):
     uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
     spec = grid_specs[0]
