@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip
 # On a GPU machine, install your CUDA torch into the venv first (or set TORCH_SPEC to it).
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup demo lint format test test-all bench bench-quick bench-gpu clean
+.PHONY: setup demo lint format test test-all bench bench-quick bench-gpu bench-scale clean
 
 setup: $(VENV)/.installed
 
@@ -33,15 +33,18 @@ format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Two workers: the orchestrator's tests (Ray clusters) in one, one after another; the rest share
+# both (tests/conftest.py).
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
 # Benchmarks (timings live in BENCHMARKS.md, never in tests). `bench` runs the CPU suite
 # (≤ 15 minutes) and rewrites its results; `bench-quick` (≤ 3 minutes) prints the headline
-# figures as one JSON line; `bench-gpu` needs a CUDA GPU and a CUDA build of torch.
+# figures as one JSON line; `bench-gpu` needs a CUDA GPU and a CUDA build of torch; `bench-scale`
+# times the commands on grids of 100 to 10,000 points.
 bench: setup
 	$(PY) benchmarks/run.py --write
 
@@ -50,6 +53,9 @@ bench-quick: setup
 
 bench-gpu: setup
 	$(PY) benchmarks/run.py --gpu --write
+
+bench-scale: setup
+	$(PY) benchmarks/run.py --scale --write
 
 clean:
 	rm -rf $(VENV) gammaray-runs .pytest_cache

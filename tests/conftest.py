@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+ORCHESTRATOR_TESTS = REPO / "tests" / "orchestrator"
 RAY_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")
 _saved_ray_environment: dict[str, str | None] = {}
 
@@ -65,7 +66,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
 
 
 def pytest_collection_modifyitems(config, items):
-    """GPU tests run only where a CUDA GPU is visible."""
+    """The orchestrator's tests run one after another in one worker (``make test`` runs the
+    suite in two, ``--dist loadgroup``): each starts Ray clusters, MLflow servers and runs whose
+    timings a second cluster on the same cores would stretch. GPU tests run only where a CUDA
+    GPU is visible."""
+    for item in items:
+        if ORCHESTRATOR_TESTS in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.xdist_group("orchestrator"))
     if not any("gpu" in item.keywords for item in items):
         return
     import torch
