@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from trainers.run_folder import RUN_STATES, default_tracking_uri, sqlite_path
+from trainers.run_folder import RUN_STATES, default_tracking_uri, sql_engine, sqlite_path
 
 # Runs per query when histories are read from an SQL store (within SQLite's parameter limit).
 _SQL_RUNS = 500
@@ -235,8 +235,7 @@ def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, in
     would take a minute more. Other stores (an MLflow server) are read one run and metric at a time.
     """
     wanted = {run.info.run_id: {key for key in run.data.metrics if _loaded(key)} for run in runs}
-    store = getattr(getattr(client, "_tracking_client", None), "store", None)
-    engine = getattr(store, "engine", None)
+    engine = sql_engine(client)
     points: dict[str, list[tuple[str, int, int, float]]] = {mlflow_id: [] for mlflow_id in wanted}
     if engine is not None:
         from mlflow.store.tracking.dbmodels.models import SqlMetric

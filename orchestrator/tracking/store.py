@@ -21,6 +21,7 @@ process (a second grid's driver, ``gammaray cancel``), so no write is lost to "d
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import socket
@@ -32,7 +33,7 @@ from typing import Any, TypeVar
 
 from orchestrator.errors import TrackingError
 from orchestrator.tracking.replay import Cursor, Metric
-from trainers.run_folder import RESULT_STATES, sqlite_path
+from trainers.run_folder import RESULT_STATES, sql_engine, sqlite_path
 
 TAG_GRID = "gammaray.grid"
 TAG_RUN_ID = "gammaray.run_id"
@@ -153,24 +154,43 @@ class Store:
         If a point has two MLflow runs (a creation interrupted between calls), the one with a
         result, else the oldest, is kept.
         """
+        engine = sql_engine(self.client)
+        candidates = (
+            _sql_runs(engine, experiment_id, with_tag)
+            if engine is not None
+            else self._searched_runs(experiment_id, with_tag)
+        )
+        found: dict[str, StoredRun] = {}
+        for stored in candidates:
+            current = found.get(stored.run_id)
+            if current is None or _prefer(stored, current):
+                found[stored.run_id] = stored
+        return found
+
+    def _searched_runs(self, experiment_id: str, with_tag: str | None) -> list[StoredRun]:
+        """The experiment's runs through MLflow's search (an MLflow server)."""
         # Filtering in the store matters: a search loads every matching run's latest metrics.
         having = f"tags.`{with_tag}` LIKE '%'" if with_tag else ""
-        found: dict[str, StoredRun] = {}
+        out: list[StoredRun] = []
         token = None
         while True:
             page = _retry(
                 self.client.search_runs, [experiment_id], having, max_results=1000, page_token=token
             )
             for run in page:
-                stored = _stored(run)
-                if stored is None:
-                    continue
-                current = found.get(stored.run_id)
-                if current is None or _prefer(stored, current):
-                    found[stored.run_id] = stored
+                stored = _stored(
+                    run.info.run_id,
+                    dict(run.data.tags),
+                    dict(run.data.params),
+                    dict(run.data.metrics),
+                    run.info.run_name or "",
+                    run.info.start_time or 0,
+                )
+                if stored is not None:
+                    out.append(stored)
             token = page.token
             if not token:
-                return found
+                return out
 
     def create_run(
         self,
@@ -320,22 +340,78 @@ def one_line(error: BaseException) -> str:
 # ---- helpers -----------------------------------------------------------------------------
 
 
-def _stored(run: Any) -> StoredRun | None:
-    tags = dict(run.data.tags)
+def _stored(
+    mlflow_id: str,
+    tags: dict[str, str],
+    params: dict[str, str],
+    metrics: dict[str, float],
+    name: str,
+    start_time: int,
+) -> StoredRun | None:
+    """A grid point's run from what the store holds of it; None for a run of no grid point."""
     run_id = tags.get(TAG_RUN_ID)
     if not run_id:
         return None
     return StoredRun(
-        mlflow_id=run.info.run_id,
+        mlflow_id=mlflow_id,
         run_id=run_id,
         state=tags.get(TAG_STATE, "pending"),
         reason=tags.get(TAG_REASON) or None,
         tags=tags,
-        params=dict(run.data.params),
-        metrics=dict(run.data.metrics),
-        name=run.info.run_name or "",
-        start_time=run.info.start_time or 0,
+        params=params,
+        metrics=metrics,
+        name=name,
+        start_time=start_time,
     )
+
+
+def _sql_runs(engine: Any, experiment_id: str, with_tag: str | None) -> list[StoredRun]:
+    """The experiment's active runs read from an MLflow SQL store's tables in four queries.
+
+    What ``search_runs`` returns, without building MLflow's objects for every param and metric:
+    for 1,000 runs of a hundred params and metrics each, seconds rather than tens of seconds.
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlParam, SqlRun, SqlTag
+    from sqlalchemy import select
+
+    chosen = select(SqlRun.run_uuid).where(
+        SqlRun.experiment_id == int(experiment_id), SqlRun.lifecycle_stage == "active"
+    )
+    if with_tag:
+        chosen = chosen.where(SqlRun.run_uuid.in_(select(SqlTag.run_uuid).where(SqlTag.key == with_tag)))
+    tags: dict[str, dict[str, str]] = {}
+    params: dict[str, dict[str, str]] = {}
+    metrics: dict[str, dict[str, float]] = {}
+
+    def read() -> list[tuple[str, str | None, int | None]]:
+        with engine.connect() as connection:
+            for table, into in ((SqlTag, tags), (SqlParam, params)):
+                query = select(table.run_uuid, table.key, table.value).where(table.run_uuid.in_(chosen))
+                for mlflow_id, key, value in connection.execute(query):
+                    into.setdefault(mlflow_id, {})[key] = value
+            latest = SqlLatestMetric
+            query = select(latest.run_uuid, latest.key, latest.value, latest.is_nan).where(
+                latest.run_uuid.in_(chosen)
+            )
+            for mlflow_id, key, value, is_nan in connection.execute(query):
+                metrics.setdefault(mlflow_id, {})[key] = math.nan if is_nan else value
+            query = select(SqlRun.run_uuid, SqlRun.name, SqlRun.start_time).where(SqlRun.run_uuid.in_(chosen))
+            return list(connection.execute(query))
+
+    runs = _retry(read)  # SQLite may be locked by a writer
+    out = []
+    for mlflow_id, name, start_time in runs:
+        stored = _stored(
+            mlflow_id,
+            tags.get(mlflow_id, {}),
+            params.get(mlflow_id, {}),
+            metrics.get(mlflow_id, {}),
+            name or "",
+            start_time or 0,
+        )
+        if stored is not None:
+            out.append(stored)
+    return out
 
 
 def _prefer(candidate: StoredRun, current: StoredRun) -> bool:

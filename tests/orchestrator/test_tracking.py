@@ -234,6 +234,48 @@ def test_a_relaunched_run_is_not_tailed_before_its_attempt_cuts_the_file_back(
     assert histories(uri, mlflow_id, "train/loss") == expected
 
 
+def test_runs_read_from_the_sql_tables_are_what_mlflow_search_returns(tmp_path, grid_specs, mlflow_template):
+    import math
+
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    first, second = grid_specs[0], grid_specs[1]
+    write_jsonl(Path(first.out_dir) / "metrics.jsonl", records(range(1, 13), end=True))
+    recorder = Recorder(uri, "rec", grid_specs, warn=print)
+    assert recorder.open()
+    recorder.set_state(first.run_id, "finished")
+    recorder.set_state(second.run_id, "failed", "worker died", attempts=3)
+    recorder.replay([first.run_id])
+    assert recorder.flush(force=True)
+    store = recorder.store
+    experiment_id = store.experiment_id("rec", create=False)
+    store.log(recorder.runs[second.run_id].mlflow_id, [("eval/loss", math.nan, 4)])
+    request_cancel(uri, "rec")  # nothing open: no cancellation tag
+    store.log(recorder.runs[second.run_id].mlflow_id, tags={"gammaray.cancel_requested": "1"})
+    for with_tag in (None, "gammaray.cancel_requested"):
+        from_sql = store.runs(experiment_id, with_tag=with_tag)
+        searched = {s.run_id: s for s in store._searched_runs(experiment_id, with_tag)}
+        assert (
+            set(from_sql) == set(searched) == ({second.run_id} if with_tag else {first.run_id, second.run_id})
+        )
+        for run_id, stored in from_sql.items():
+            other = searched[run_id]
+            assert (stored.mlflow_id, stored.state, stored.reason, stored.name) == (
+                other.mlflow_id,
+                other.state,
+                other.reason,
+                other.name,
+            )
+            assert (stored.tags, stored.params, stored.start_time) == (
+                other.tags,
+                other.params,
+                other.start_time,
+            )
+            assert stored.metrics.keys() == other.metrics.keys()
+            for key, value in stored.metrics.items():
+                assert value == other.metrics[key] or (math.isnan(value) and math.isnan(other.metrics[key]))
+    assert from_sql[second.run_id].reason == "worker died" and from_sql[second.run_id].attempts == 3
+
+
 def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, monkeypatch, mlflow_template):
     uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
     spec = grid_specs[0]
