@@ -72,6 +72,8 @@ def _is_rows(value: Any) -> bool:
 
 
 def _value(value: Any) -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return _number(value)
     if isinstance(value, list) and all(isinstance(v, (int, float)) for v in value):

@@ -3,6 +3,7 @@
     python benchmarks/run.py --quick        # `make bench-quick`: ≤ 3 minutes on 2 cores
     python benchmarks/run.py --write        # `make bench`: the CPU suite; rewrites BENCHMARKS.md
     python benchmarks/run.py --gpu --write  # `make bench-gpu`: on a machine with a CUDA GPU
+    python benchmarks/run.py --scale --write  # `make bench-scale`: 100 to 10,000-point grids
 
 Each benchmark runs in its own process (torch's thread count, Ray and the allocator are
 process-wide state that one benchmark must not leave to the next) and prints its result as the
@@ -46,6 +47,7 @@ FULL = {
     "memory": [],
 }
 GPU = {"gpu": []}
+SCALE = {"scale": []}
 
 
 def run_benchmark(name: str, args: list[str]) -> dict:
@@ -62,7 +64,7 @@ def run_benchmark(name: str, args: list[str]) -> dict:
 
 
 def headline(results: dict[str, dict]) -> dict[str, float]:
-    """The five figures the targets apply to, from whichever benchmarks ran."""
+    """The figures the targets apply to, from whichever benchmarks ran."""
     figures: dict[str, float] = {}
     if "trainer" in results:
         rows = results["trainer"]["sizes"]
@@ -76,6 +78,8 @@ def headline(results: dict[str, dict]) -> dict[str, float]:
         figures["bootstrap_1000_s"] = results["fit"]["bootstrap_1000_s"]
     if "diagnostics" in results:
         figures["diagnostics_overhead"] = results["diagnostics"]["diagnostics_overhead"]
+    if "scale" in results:
+        figures.update({k: v for k, v in results["scale"].items() if k.startswith("scale_")})
     return figures
 
 
@@ -117,11 +121,12 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="the short suite (headline figures only)")
     mode.add_argument("--gpu", action="store_true", help="the GPU benchmarks")
+    mode.add_argument("--scale", action="store_true", help="how the commands' costs grow with the grid")
     parser.add_argument("--write", action="store_true", help="rewrite the results in BENCHMARKS.md")
     parser.add_argument("--only", help="comma-separated benchmark names of the chosen suite")
     args = parser.parse_args()
-    name = "quick" if args.quick else "gpu" if args.gpu else "cpu"
-    suite = {"quick": QUICK, "gpu": GPU, "cpu": FULL}[name]
+    name = "quick" if args.quick else "gpu" if args.gpu else "scale" if args.scale else "cpu"
+    suite = {"quick": QUICK, "gpu": GPU, "scale": SCALE, "cpu": FULL}[name]
     if args.only:
         suite = {k: v for k, v in suite.items() if k in args.only.split(",")}
 

@@ -10,4 +10,7 @@ TARGETS = {
     "orchestration_makespan_ratio": (1.15, "max"),
     "bootstrap_1000_s": (30.0, "max"),
     "diagnostics_overhead": (0.05, "max"),
+    "scale_dry_run_10000_s": (10.0, "max"),
+    "scale_status_1000_s": (3.0, "max"),
+    "scale_report_1000_s": (60.0, "max"),
 }
