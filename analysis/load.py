@@ -232,7 +232,7 @@ def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, in
     From MLflow's SQL stores the points of every run are read in one query per 500 runs, as
     rows: a grid of 1,000 runs with a hundred metrics each is 100,000 history calls otherwise
     (about two minutes on SQLite), and building MLflow's metric objects for its million points
-    would take a minute more. Other stores (an MLflow server) are read one run and metric at a time.
+    would take over a minute more. Other stores (an MLflow server) are read one run and metric at a time.
     """
     wanted = {run.info.run_id: {key for key in run.data.metrics if _loaded(key)} for run in runs}
     engine = sql_engine(client)

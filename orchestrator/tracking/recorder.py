@@ -73,9 +73,8 @@ class Recorder:
         self.live: dict[str, Live] = {}
         self._wanted: dict[str, tuple[str, str | None, dict[str, str]]] = {}
         self._tailing: set[str] = set()
-        self._awaiting: dict[
-            str, str
-        ] = {}  # run id -> the launched attempt whose start is not yet in its JSONL
+        # Run id -> the launched attempt whose start record is not yet in the run's JSONL.
+        self._awaiting: dict[str, str] = {}
         self._artifacts_due: set[str] = set()
         self._jsonl: dict[str, JsonlTail] = {}  # each run's metrics.jsonl, read as it grows
         self._clear_cancel: set[str] = set()
