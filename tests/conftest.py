@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ORCHESTRATOR_TESTS = REPO / "tests" / "orchestrator"
 RAY_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "RAY_TMPDIR", "RAY_USAGE_STATS_ENABLED")
 _saved_ray_environment: dict[str, str | None] = {}
 
@@ -33,6 +32,17 @@ def pytest_configure(config):
         RAY_TMPDIR=str(root),  # Ray puts its sessions in $RAY_TMPDIR/ray
         RAY_USAGE_STATS_ENABLED="0",
     )
+    _one_torch_thread_per_worker()
+
+
+def _one_torch_thread_per_worker() -> None:
+    """Under ``make test`` two workers share two cores: each trains in-process with one thread,
+    so that neither's runs wait on the other's spinning threads (the runs that Ray and the CLI
+    start in processes of their own choose their threads as they always do)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_unconfigure(config):
@@ -66,13 +76,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600) -> subpro
 
 
 def pytest_collection_modifyitems(config, items):
-    """The orchestrator's tests run one after another in one worker (``make test`` runs the
-    suite in two, ``--dist loadgroup``): each starts Ray clusters, MLflow servers and runs whose
-    timings a second cluster on the same cores would stretch. GPU tests run only where a CUDA
-    GPU is visible."""
-    for item in items:
-        if ORCHESTRATOR_TESTS in Path(item.fspath).parents:
-            item.add_marker(pytest.mark.xdist_group("orchestrator"))
+    """GPU tests run only where a CUDA GPU is visible.
+
+    ``make test`` runs the suite in two workers (``-n 2 --dist loadgroup``). The modules that
+    start Ray clusters and MLflow servers mark themselves ``xdist_group("ray")`` and so run one
+    after another in one worker: two clusters on the same two cores would stretch the timings
+    their runs and signals are checked against. Every other test shares both workers.
+    """
     if not any("gpu" in item.keywords for item in items):
         return
     import torch

@@ -28,7 +28,7 @@ from tests.orchestrator.conftest import (
 )
 from trainers.callbacks import read_jsonl
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.xdist_group("ray")]
 REPO = Path(__file__).resolve().parents[2]
 
 

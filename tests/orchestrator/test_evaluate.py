@@ -11,7 +11,7 @@ from tests.conftest import run_cli
 from tests.orchestrator.conftest import connected, fresh_store, start_cluster, submit, workspace, write_grid
 from trainers.callbacks import read_jsonl
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 TASKS = ("gammaray_composite_seen", "gammaray_composite_heldout", "gammaray_facts")
 LIMIT = 40

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from orchestrator.cli.main import main
 from tests.conftest import run_cli
 from tests.orchestrator.conftest import fresh_store, write_grid
+
+# Starts Ray clusters: one xdist worker runs every such module, one after another (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 def last_json(stdout: str) -> dict:

@@ -27,6 +27,7 @@ from tests.orchestrator.postgres import postgres_bin, start_postgres
 
 pytestmark = [
     pytest.mark.cluster,
+    pytest.mark.xdist_group("ray"),
     pytest.mark.skipif(
         postgres_bin() is None, reason="PostgreSQL (Debian package 'postgresql') is not installed"
     ),

@@ -24,6 +24,9 @@ from tests.orchestrator.conftest import connected, fresh_store, start_cluster, s
 from trainers.callbacks import JsonlLogger, read_jsonl
 from trainers.loop import read_summary
 
+# Starts Ray clusters: one xdist worker runs every such module, one after another (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("ray")
+
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -28,6 +28,9 @@ from orchestrator.worker import read_attempts, train_point
 from tests.orchestrator.conftest import connected, start_cluster, write_grid
 from trainers.run_folder import workspace_dir
 
+# Starts Ray clusters: one xdist worker runs every such module, one after another (tests/conftest.py).
+pytestmark = pytest.mark.xdist_group("ray")
+
 REPO = Path(__file__).resolve().parents[2]
 LR_RANGE = "log:1e-4:3e-2"
 LOSS_MARGIN = 0.03  # ten trials must land within 3 % of a dense scan's best loss
