@@ -245,6 +245,8 @@ def with_growth(rows: list[dict], floor: float) -> list[dict]:
 
 
 def main() -> None:
+    from orchestrator.tracking.replay import record_metrics
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,1000,10000", help="grid sizes for the dry run")
     parser.add_argument("--store-sizes", default="100,1000", help="grid sizes for status, fit and report")
@@ -278,7 +280,10 @@ def main() -> None:
             grid_file = write_grid(root, points)
             print(f"filling a store with {points} finished runs", file=sys.stderr, flush=True)
             specs = finished_folders(grid_file, home, template)
-            fill = {"points": points, "history_points_per_run": sum(len(r) - 2 for r in template[0])}
+            fill = {
+                "points": points,
+                "history_points_per_run": sum(len(record_metrics(r)) for r in template[0]),
+            }
             if index == 0:  # the driver's own replay of finished runs, into a store of its own
                 replay_uri = f"sqlite:///{root / 'replay' / 'mlflow.db'}"
                 fill["driver_replay_s"] = command(
