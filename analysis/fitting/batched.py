@@ -10,41 +10,69 @@ c_i = w_i·min(1/δ, 1/|r_i|), and H = Σ c_i·J_i·J_iᵀ is its Gauss–Newton
 Levenberg–Marquardt damping per resample keeps every accepted step downhill; parameters are
 projected onto the same box as the L-BFGS-B fit. Resamples that do not converge are
 returned as such and refitted one by one by the caller.
+
+The model is evaluated once per distinct design row (:class:`analysis.fitting.objective.Design`:
+the seeds of a cell share it), and each row's Jacobian is kept to its 1 + 2k nonzero entries.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from analysis.fitting.objective import HUBER_DELTA, Layout, log_terms
+from analysis.fitting.objective import HUBER_DELTA, Design, Layout, huber_values
 
 
-def _residuals_and_jacobian(
-    theta: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout
+def _group_columns(layout: Layout, k: int) -> list[np.ndarray]:
+    """Where each group's nonzero Jacobian entries sit in θ: [e, a_1, α_1, …, a_k, α_k] (without
+    e when E is held). A point's residual depends on e and its own group's 2k parameters only."""
+    lead = [0] if layout.with_e else []
+    return [
+        np.array(lead + list(layout.offset + 2 * k * g + np.arange(2 * k))) for g in range(layout.n_groups)
+    ]
+
+
+def _normal_equations(
+    design: Design,
+    columns: list[np.ndarray],
+    soft: np.ndarray,
+    weighted_resid: np.ndarray,
+    curvature: np.ndarray,
+    n_params: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """r (K, n) and dr/dθ (K, n, p) of the log-sum-exp model for K parameter vectors."""
-    terms = log_terms(theta, log_x, layout)  # (K, n, k + 1)
-    top = terms.max(axis=2, keepdims=True)
-    expd = np.exp(terms - top)
-    total = expd.sum(axis=2, keepdims=True)
-    resid = top[..., 0] + np.log(total[..., 0]) - log_loss[None, :]
-    soft = expd / total  # (K, n, k + 1)
-    k = log_x.shape[1]
-    jac = np.zeros(soft.shape[:2] + (theta.shape[1],))
-    if layout.with_e:
+    """Σ c_i·r_i·J_i (K, p) and Σ c_i·J_i·J_iᵀ (K, p, p) over the points, from the rows'
+    softmax (K, m, k + 1) and the points' c·r and c (K, n, in the design's order).
+
+    The sums are made per group over each row's compact Jacobian (its nonzero entries, at
+    ``columns`` of its group) and scattered into the full system.
+    """
+    k = design.log_x.shape[1]
+    row_cr, row_c = design.row_sums(weighted_resid), design.row_sums(curvature)  # (K, m)
+    lead = design.layout.offset
+    jac = np.empty(soft.shape[:2] + (lead + 2 * k,))  # (K, m, q)
+    if lead:
         jac[..., 0] = soft[..., 0]
-    # Point i's pairs sit at offset + 2·(g_i·k + j) (coefficient) and one after (exponent).
-    rows = np.arange(log_x.shape[0])[:, None]
-    coef_col = layout.offset + 2 * (layout.group[:, None] * k + np.arange(k)[None, :])  # (n, k)
-    jac[:, rows, coef_col] = soft[..., 1:]
-    jac[:, rows, coef_col + 1] = -soft[..., 1:] * log_x[None, :, :]
-    return resid, jac
+    jac[..., lead::2] = soft[..., 1:]
+    jac[..., lead + 1 :: 2] = -soft[..., 1:] * design.log_x[None, :, :]
+    grad = np.zeros((soft.shape[0], n_params))
+    hess = np.zeros((soft.shape[0], n_params, n_params))
+    for rows, cols in zip(design.group_rows, columns):
+        block = jac[:, rows]  # (K, m_g, q)
+        grad[:, cols] += np.matmul(row_cr[:, None, rows], block)[:, 0]
+        hess[:, cols[:, None], cols[None, :]] += np.matmul(
+            np.swapaxes(block * row_c[:, rows, None], 1, 2), block
+        )
+    return grad, hess
 
 
-def _huber_values(resid: np.ndarray, weights: np.ndarray, delta: float) -> np.ndarray:
-    abs_r = np.abs(resid)
-    loss = np.where(abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta)
-    return (weights * loss).sum(axis=1) / weights.sum(axis=1)
+class BatchedFit(NamedTuple):
+    """K optima of :func:`batched_refit`: θ (K, p) in the optimizer's coordinates, whether each
+    converged (K,), and the objective at each (K,)."""
+
+    theta: np.ndarray
+    converged: np.ndarray
+    value: np.ndarray
 
 
 def batched_refit(
@@ -57,13 +85,13 @@ def batched_refit(
     max_iter: int = 3000,
     f_tol: float = 1e-12,
     x_tol: float = 1e-7,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Refit K weighted problems; ``weights`` is (K, n), ``start`` one warm start (p,) or one per fit (K, p).
+) -> BatchedFit:
+    """Refit K weighted problems; ``weights`` is (K, n), ``start`` one warm start (p,) or one per
+    fit (K, p); ``layout.log_e`` may hold each fit's E at its own value, a (K, 1) array.
 
     Parameters are kept in the same box as the L-BFGS-B fit (``layout.bounds``).
 
-    Returns ``(theta, converged)``: (K, p) optima in the optimizer's coordinates and a (K,)
-    mask. A resample converges when its gradient is negligible, or when an accepted step
+    A fit converges when its gradient is negligible, or when an accepted step
     changes the objective by less than ``f_tol`` (relative) and every parameter by less than
     ``x_tol`` (exponents then agree with a fully converged fit to ~1e-6); one whose damping
     blows up or that runs out of iterations does not.
@@ -71,10 +99,15 @@ def batched_refit(
     start = np.asarray(start, float)
     n_fits, n_params = weights.shape[0], start.shape[-1]
     lows, highs = np.asarray(layout.bounds(log_x.shape[1]), float).T
+    design = Design(log_x, layout)
+    log_loss, weights = design.points(log_loss), design.points(weights)
+    per_fit_e = layout.log_e is not None and np.ndim(layout.log_e) > 0
+    columns = _group_columns(layout, log_x.shape[1])
     theta = np.array(np.broadcast_to(start, (n_fits, n_params)))
     w_sum = weights.sum(axis=1, keepdims=True)
-    resid, jac = _residuals_and_jacobian(theta, log_x, log_loss, layout)
-    value = _huber_values(resid, weights, delta)
+    predicted, soft = design.model(theta)
+    resid = predicted[:, design.inverse] - log_loss
+    value = huber_values(resid, weights, delta)
     damping = np.full(n_fits, 1e-3)
     done = np.zeros(n_fits, dtype=bool)
     converged = np.zeros(n_fits, dtype=bool)
@@ -83,10 +116,9 @@ def batched_refit(
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
-        r, j, w = resid[active], jac[active], weights[active]
+        r, w = resid[active], weights[active]
         c = w * np.minimum(1.0 / delta, 1.0 / np.maximum(np.abs(r), 1e-300)) / w_sum[active]
-        grad = np.matmul((c * r)[:, None, :], j)[:, 0, :]
-        hess = np.matmul(np.swapaxes(j * c[..., None], 1, 2), j)
+        grad, hess = _normal_equations(design, columns, soft[active], c * r, c, n_params)
         small_grad = np.max(np.abs(grad), axis=1) < 1e-12
         diag = np.einsum("kpp->kp", hess)
         system = hess + (damping[active][:, None] * np.maximum(diag, 1e-12))[:, :, None] * eye + 1e-14 * eye
@@ -95,18 +127,19 @@ def batched_refit(
         except np.linalg.LinAlgError:
             step = -grad / np.maximum(diag, 1e-12)
         trial = np.clip(theta[active] + step, lows, highs)
-        t_resid, t_jac = _residuals_and_jacobian(trial, log_x, log_loss, layout)
-        t_value = _huber_values(t_resid, w, delta)
+        t_predicted, t_soft = design.model(trial, layout.log_e[active] if per_fit_e else None)
+        t_resid = t_predicted[:, design.inverse] - log_loss
+        t_value = huber_values(t_resid, w, delta)
         better = np.isfinite(t_value) & (t_value <= value[active])
         moved = np.max(np.abs(trial - theta[active]), axis=1)
         gain = value[active] - t_value
         accept = active[better]
-        theta[accept], resid[accept], jac[accept] = trial[better], t_resid[better], t_jac[better]
+        theta[accept], resid[accept], soft[accept] = trial[better], t_resid[better], t_soft[better]
         value[accept] = t_value[better]
         damping[accept] = np.maximum(damping[accept] * 0.3, 1e-12)
         damping[active[~better]] *= 10.0
         # Stationary: negligible gradient, or an accepted step that changes neither the
-        # objective (relative 1e-15) nor the parameters (1e-10).
+        # objective (relative f_tol) nor the parameters (x_tol).
         settled = small_grad | (better & (gain <= f_tol * np.maximum(t_value, 1e-300)) & (moved < x_tol))
         settled |= better & (moved < 1e-3 * x_tol)
         # A settled projected iteration on a bound is that bound's optimum (exponent 0: no
@@ -114,4 +147,4 @@ def batched_refit(
         stuck = damping[active] > 1e12
         converged[active[settled]] = True
         done[active[settled | stuck]] = True
-    return theta, converged
+    return BatchedFit(theta, converged, value)

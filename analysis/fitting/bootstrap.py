@@ -184,7 +184,8 @@ def _power_draws(
     rows = np.flatnonzero(fittable)
     converged = np.zeros(len(weights), dtype=bool)
     if warm_start and rows.size:
-        draws[rows], converged[rows] = batched_refit(start, log_x, log_loss, weights[rows], layout)
+        batch = batched_refit(start, log_x, log_loss, weights[rows], layout)
+        draws[rows], converged[rows] = batch.theta, batch.converged
     for i in rows[~converged[rows]]:
         # One by one: L-BFGS-B from where the batch stopped (or the warm start), then the grid.
         fit = minimize_from(draws[i], log_x, log_loss, weights[i], layout) if warm_start else None

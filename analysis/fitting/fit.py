@@ -39,7 +39,6 @@ from analysis.fitting.objective import (
     Layout,
     RawFit,
     grid_values,
-    huber_lse_objective,
     minimize_from,
     single_threaded_blas,
     start_grid,
@@ -225,11 +224,30 @@ def best_of(
         raise ValueError("no start gave a finite objective")
     # L-BFGS-B can stop early along the shallow E–A–α ridge; a damped Gauss–Newton polish
     # from its optimum only ever lowers the objective further.
-    theta, converged = batched_refit(best.theta, log_x, log_loss, weights[None, :], layout, delta=delta)
-    value = huber_lse_objective(theta[0], log_x, log_loss, weights, layout, delta)[0]
-    if converged[0] and value <= best.value:
-        best = RawFit(theta=theta[0], value=value, converged=True)
+    polished = batched_refit(best.theta, log_x, log_loss, weights[None, :], layout, delta=delta)
+    if polished.converged[0] and polished.value[0] <= best.value:
+        best = RawFit(theta=polished.theta[0], value=float(polished.value[0]), converged=True)
     return best
+
+
+def best_starts(
+    log_x: np.ndarray, log_loss: np.ndarray, layout: Layout, n_starts: int, delta: float = HUBER_DELTA
+) -> np.ndarray:
+    """The ``n_starts`` most promising points of :func:`start_grid` for a one-group fit.
+
+    The whole grid is scored in one vectorized pass; starts with distinct scores come first
+    (many grid points are equivalent when an exponent is 0).
+    """
+    grid = start_grid(log_x, log_loss, layout.with_e)
+    if len(grid) <= n_starts:
+        return grid
+    scores = grid_values(grid, log_x, log_loss, layout, delta)
+    order = np.argsort(scores, kind="stable")
+    _, first = np.unique(np.round(scores[order], 12), return_index=True)
+    picked = order[np.sort(first)][:n_starts]
+    if len(picked) < n_starts:
+        picked = np.concatenate([picked, order[~np.isin(order, picked)][: n_starts - len(picked)]])
+    return grid[picked]
 
 
 def multistart(
@@ -241,25 +259,15 @@ def multistart(
     exhaustive: bool = False,
     delta: float = HUBER_DELTA,
 ) -> RawFit:
-    """A one-group fit (``layout.n_groups == 1``): L-BFGS-B from the best ``n_starts`` points
-    of :func:`start_grid`.
-
-    The whole grid is scored in one vectorized pass and only the most promising starts are
-    optimized; ``exhaustive=True`` optimizes from every grid point, as in the published protocol.
-    """
+    """A one-group fit (``layout.n_groups == 1``): L-BFGS-B from the :func:`best_starts`, or
+    with ``exhaustive=True`` from every grid point, as in the published protocol."""
     w = np.ones(len(log_loss)) if weights is None else np.asarray(weights, dtype=float)
-    grid = start_grid(log_x, log_loss, layout.with_e)
-    if not exhaustive and len(grid) > n_starts:
-        scores = grid_values(grid, log_x, log_loss, layout, delta)
-        order = np.argsort(scores, kind="stable")
-        _, first = np.unique(np.round(scores[order], 12), return_index=True)
-        # Prefer starts with distinct scores (many grid points are equivalent when an exponent is 0).
-        picked = order[np.sort(first)][:n_starts]
-        if len(picked) < n_starts:
-            picked = np.concatenate([picked, order[~np.isin(order, picked)][: n_starts - len(picked)]])
-        grid = grid[picked]
+    if exhaustive:
+        starts = start_grid(log_x, log_loss, layout.with_e)
+    else:
+        starts = best_starts(log_x, log_loss, layout, n_starts, delta)
     with single_threaded_blas():
-        return best_of(grid, log_x, log_loss, w, layout, delta)
+        return best_of(starts, log_x, log_loss, w, layout, delta)
 
 
 # ----------------------------------------------------------------------------------------

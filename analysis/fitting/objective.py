@@ -18,6 +18,7 @@ gradient (:func:`minimize_from`) from a grid of starting points (:func:`start_gr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,12 +51,13 @@ class Layout:
     """Which entries of θ each point uses.
 
     ``group[i]`` is point i's group (0 .. ``n_groups`` − 1). ``log_e`` is None when one ``e``
-    is fitted (θ[0], shared by every group), else the fixed log E (−inf: E = 0).
+    is fitted (θ[0], shared by every group), else the fixed log E (−inf: E = 0); a batch of
+    K fits (:func:`analysis.fitting.batched.batched_refit`) may hold each at its own, a (K, 1) array.
     """
 
     group: np.ndarray
     n_groups: int
-    log_e: float | None = None
+    log_e: float | np.ndarray | None = None
 
     @classmethod
     def single(cls, n_points: int, with_e: bool = True) -> Layout:
@@ -106,6 +108,56 @@ def log_terms(theta: np.ndarray, log_x: np.ndarray, layout: Layout) -> np.ndarra
     return terms
 
 
+class Design:
+    """The points of a fit as the model sees them: its distinct (group, design row) pairs.
+
+    A point's prediction depends only on its group and its row of log N, log D; the runs of
+    one cell (its seeds) differ in their loss alone. So the model is evaluated once per
+    distinct row (``log_x``, with the rows' ``layout``) and spread to the points by
+    ``inverse``, and sums over points become sums over rows (:meth:`row_sums`): the same
+    sums, at a tenth of the cost for a grid of ten seeds. The points are taken in ``order``
+    (sorted by row, so that each row's points are one run starting at ``starts``): callers
+    pass per-point arrays (losses, weights) through :meth:`points`.
+    """
+
+    def __init__(self, log_x: np.ndarray, layout: Layout):
+        rows, inverse = np.unique(np.column_stack([layout.group, log_x]), axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        self.order = np.argsort(inverse, kind="stable")
+        self.inverse = inverse[self.order]
+        self.starts = np.flatnonzero(np.r_[True, np.diff(self.inverse) != 0])
+        self.log_x = rows[:, 1:]
+        self.layout = Layout(rows[:, 0].astype(int), layout.n_groups, layout.log_e)
+        bounds = np.searchsorted(self.layout.group, np.arange(layout.n_groups + 1))  # rows sorted by group
+        self.group_rows = [slice(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+    def points(self, values: np.ndarray) -> np.ndarray:
+        """Per-point ``values`` (…, n) in the design's order."""
+        return values[..., self.order]
+
+    def row_sums(self, values: np.ndarray) -> np.ndarray:
+        """Sums of per-point ``values`` (…, n, in the design's order) over each row's points: (…, m)."""
+        return np.add.reduceat(values, self.starts, axis=-1)
+
+    def model(self, theta: np.ndarray, log_e: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """log L̂ (…, m) at every row for θ of shape (…, p), and the softmax of each row's log
+        terms (…, m, k + 1): the derivative of log L̂ by each term. ``log_e`` replaces the
+        layout's fixed log E's (a batch's, for the fits in θ)."""
+        layout = self.layout if log_e is None else dataclasses.replace(self.layout, log_e=log_e)
+        terms = log_terms(theta, self.log_x, layout)
+        top = terms.max(axis=-1, keepdims=True)
+        expd = np.exp(terms - top)
+        total = expd.sum(axis=-1, keepdims=True)
+        return top[..., 0] + np.log(total[..., 0]), expd / total
+
+
+def huber_values(resid: np.ndarray, weights: np.ndarray, delta: float = HUBER_DELTA) -> np.ndarray:
+    """Weighted mean Huber loss of residuals (…, n) over the last axis, divided by δ."""
+    abs_r = np.abs(resid)
+    loss = np.where(abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta)
+    return (weights * loss).sum(axis=-1) / weights.sum(axis=-1)
+
+
 def huber_lse_objective(
     theta: np.ndarray,
     log_x: np.ndarray,
@@ -120,26 +172,29 @@ def huber_lse_objective(
     objective to the size of a residual, so L-BFGS-B's tolerances mean the same thing for any
     δ; the minimizer is unchanged. ``weights`` are bootstrap multiplicities (ones for a plain fit).
     """
-    terms = log_terms(theta, log_x, layout)
-    top = terms.max(axis=1, keepdims=True)
-    expd = np.exp(terms - top)
-    total = expd.sum(axis=1)
-    resid = top[:, 0] + np.log(total) - log_loss
-    abs_r = np.abs(resid)
-    loss = np.where(abs_r <= delta, 0.5 * resid * resid / delta, abs_r - 0.5 * delta)
-    w_sum = weights.sum()
-    value = float((weights * loss).sum()) / w_sum
-    dr = np.clip(resid / delta, -1.0, 1.0) * weights / w_sum  # d value / d resid_i
-    # d resid_i / d term_j is the softmax; column sums of elementwise products rather than
-    # matrix products: a BLAS call on arrays this small costs more in thread wake-ups than it
-    # computes, and stalls on a busy machine.
-    weighted = expd / total[:, None] * dr[:, None]  # (n, k + 1)
+    design = Design(log_x, layout)
+    return design_objective(theta, design, design.points(log_loss), design.points(weights), delta)
+
+
+def design_objective(
+    theta: np.ndarray, design: Design, log_loss: np.ndarray, weights: np.ndarray, delta: float = HUBER_DELTA
+) -> tuple[float, np.ndarray]:
+    """:func:`huber_lse_objective` on a :class:`Design`, with ``log_loss`` and ``weights`` in its order."""
+    log_pred, soft = design.model(theta)
+    resid = log_pred[design.inverse] - log_loss
+    value = float(huber_values(resid, weights, delta))
+    dr = np.clip(resid / delta, -1.0, 1.0) * weights / weights.sum()  # d value / d resid_i
+    # d resid_i / d term_j is the softmax of its row; column sums of elementwise products
+    # rather than matrix products: a BLAS call on arrays this small costs more in thread
+    # wake-ups than it computes, and stalls on a busy machine.
+    weighted = soft * design.row_sums(dr)[:, None]  # (m, k + 1)
+    layout = design.layout
     d_coef = group_sums(weighted[:, 1:], layout.group, layout.n_groups)  # (G, k)
-    d_expo = -group_sums(weighted[:, 1:] * log_x, layout.group, layout.n_groups)
+    d_expo = -group_sums(weighted[:, 1:] * design.log_x, layout.group, layout.n_groups)
     grad = np.empty_like(theta)
     if layout.with_e:
         grad[0] = weighted[:, 0].sum()
-    pairs = grad[layout.offset :].reshape(layout.n_groups, log_x.shape[1], 2)  # a view into grad
+    pairs = grad[layout.offset :].reshape(layout.n_groups, design.log_x.shape[1], 2)  # a view into grad
     pairs[..., 0] = d_coef
     pairs[..., 1] = d_expo
     return value, grad
@@ -178,15 +233,14 @@ def grid_values(
     grid: np.ndarray, log_x: np.ndarray, log_loss: np.ndarray, layout: Layout, delta: float
 ) -> np.ndarray:
     """The objective at every starting point (no gradient), in chunks: used to rank the grid."""
+    design = Design(log_x, layout)
+    log_loss = design.points(log_loss)
+    weights = np.ones_like(log_loss)
     out = np.empty(len(grid))
-    chunk = 512  # keeps the (chunk, n, k + 1) temporaries in cache
+    chunk = 512  # keeps the (chunk, m, k + 1) temporaries in cache
     for lo in range(0, len(grid), chunk):
-        terms = log_terms(grid[lo : lo + chunk], log_x, layout)
-        lse = np.logaddexp.reduce(terms, axis=-1)
-        abs_r = np.abs(lse - log_loss[None, :])
-        out[lo : lo + chunk] = np.where(
-            abs_r <= delta, 0.5 * abs_r * abs_r / delta, abs_r - 0.5 * delta
-        ).mean(axis=1)
+        lse = np.logaddexp.reduce(log_terms(grid[lo : lo + chunk], design.log_x, design.layout), axis=-1)
+        out[lo : lo + chunk] = huber_values(lse[:, design.inverse] - log_loss, weights, delta)
     return out
 
 
@@ -222,10 +276,11 @@ def minimize_from(
     delta: float = HUBER_DELTA,
 ) -> RawFit:
     """One L-BFGS-B run from ``start``, with the analytic gradient."""
+    design = Design(log_x, layout)
     res = minimize(
-        huber_lse_objective,
+        design_objective,
         np.asarray(start, dtype=float),
-        args=(log_x, log_loss, weights, layout, delta),
+        args=(design, design.points(log_loss), design.points(weights), delta),
         jac=True,
         method="L-BFGS-B",
         bounds=layout.bounds(log_x.shape[1]),

@@ -35,10 +35,10 @@ from analysis.fitting.fit import (
     POWER_FORMS,
     FitResult,
     best_of,
+    best_starts,
     bound_messages,
     design,
     is_data_message,
-    multistart,
     n_distinct,
     predict,
 )
@@ -55,6 +55,9 @@ from analysis.labels import group_label
 E_MODES = ("shared", "per-group", "known")
 # Shares of the smallest loss tried as starting values of a shared E (besides each group's own E).
 _E_START_FRACTIONS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+# The profile's fits at each E: from this many starts, for at most this many batch iterations.
+_PROFILE_STARTS = 4
+_PROFILE_ITERATIONS = 500
 
 
 def can_share(fit: FitResult, known: bool) -> bool:
@@ -72,24 +75,44 @@ def _stack(fits: Sequence[FitResult]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return log_x, log_loss, group
 
 
-def _per_group_at(
-    log_e: float,
+def _profile(
+    log_es: Sequence[float],
     log_x: np.ndarray,
     log_loss: np.ndarray,
     group: np.ndarray,
     weights: np.ndarray,
     n_groups: int,
-) -> tuple[float, np.ndarray]:
-    """Every group fitted alone with E held at exp(log_e): the summed objective and the joint θ
-    (without e). Given E the groups do not interact, so this is the joint optimum at that E."""
-    total, theta = 0.0, []
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every group fitted alone with E held at each of ``log_es``: per E, the summed objective
+    (C,) and the joint θ without e (C, p − 1). Given E the groups do not interact, so this is
+    the joint optimum at that E.
+
+    A group's fits at every E, from the best starts of each, are made together in one batch;
+    with E held they are well conditioned (the E–A–α ridge is gone), so the batch settles
+    within :data:`_PROFILE_ITERATIONS`, and the profile only ranks E's for the joint fit.
+    """
+    log_es = np.asarray(log_es, dtype=float)
+    totals, thetas = np.zeros(len(log_es)), []
     for g in range(n_groups):
         mask = group == g
-        layout = Layout(np.zeros(int(mask.sum()), dtype=int), 1, log_e)
-        raw = multistart(log_x[mask], log_loss[mask], layout, weights=weights[mask], n_starts=4)
-        total += raw.value * weights[mask].sum()
-        theta.append(raw.theta)
-    return total / weights.sum(), np.concatenate(theta)
+        x, y, w = log_x[mask], log_loss[mask], weights[mask]
+        one = np.zeros(int(mask.sum()), dtype=int)
+        starts = [best_starts(x, y, Layout(one, 1, e), _PROFILE_STARTS) for e in log_es]
+        per_e = len(starts[0])
+        fixed = np.repeat(log_es, per_e)[:, None]
+        batch = batched_refit(
+            np.concatenate(starts),
+            x,
+            y,
+            np.tile(w, (len(fixed), 1)),
+            Layout(one, 1, fixed),
+            max_iter=_PROFILE_ITERATIONS,
+        )
+        values = np.where(np.isfinite(batch.value), batch.value, np.inf).reshape(len(log_es), per_e)
+        best = values.argmin(axis=1)
+        totals += values[np.arange(len(log_es)), best] * w.sum()
+        thetas.append(batch.theta.reshape(len(log_es), per_e, -1)[np.arange(len(log_es)), best])
+    return totals / weights.sum(), np.concatenate(thetas, axis=1)
 
 
 def fit_theta(
@@ -108,18 +131,15 @@ def fit_theta(
     """
     w = np.ones(len(log_loss)) if weights is None else np.asarray(weights, dtype=float)
     if not layout.with_e:
-        _, theta = _per_group_at(layout.log_e, log_x, log_loss, layout.group, w, layout.n_groups)
-        return best_of(theta[None, :], log_x, log_loss, w, layout, delta)
+        _, theta = _profile([layout.log_e], log_x, log_loss, layout.group, w, layout.n_groups)
+        return best_of(theta, log_x, log_loss, w, layout, delta)
     min_loss = float(np.exp(log_loss[w > 0].min()))
     candidates = {float(np.log(min_loss * f)) for f in _E_START_FRACTIONS}
     candidates |= {float(np.log(e)) for e in own_e if np.isfinite(e) and 0 < e < min_loss}
-    scored = []
-    for log_e in sorted(candidates):
-        value, theta = _per_group_at(log_e, log_x, log_loss, layout.group, w, layout.n_groups)
-        scored.append((value, np.concatenate([[log_e], theta])))
-    scored.sort(key=lambda item: item[0])
-    starts = np.array([theta for _, theta in scored[:3]])
-    return best_of(starts, log_x, log_loss, w, layout, delta)
+    log_es = np.array(sorted(candidates))
+    values, thetas = _profile(log_es, log_x, log_loss, layout.group, w, layout.n_groups)
+    best = np.argsort(values, kind="stable")[:3]
+    return best_of(np.column_stack([log_es, thetas])[best], log_x, log_loss, w, layout, delta)
 
 
 def fit_shared(fits: Sequence[FitResult], *, e_known: float | None = None) -> tuple[FitResult, ...]:
@@ -192,7 +212,7 @@ def bootstrap_shared(
     rows = np.flatnonzero(fittable)
     with single_threaded_blas():
         if rows.size:
-            draws[rows], converged = batched_refit(start, log_x, log_loss, weights[rows], layout)
+            draws[rows], converged, _ = batched_refit(start, log_x, log_loss, weights[rows], layout)
             for i in rows[~converged]:  # one by one: L-BFGS-B from where the batch stopped, then the profile
                 raw = minimize_from(draws[i], log_x, log_loss, weights[i], layout)
                 if not raw.converged:

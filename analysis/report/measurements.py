@@ -121,15 +121,23 @@ def history_figure(
     shown: set[str] = set()
     log_panels: list[int] = []
     for i, (metric, _) in enumerate(panels):
-        rows = hist[hist["metric"] == metric].sort_values("step", kind="stable")
+        rows = hist[hist["metric"] == metric].sort_values(["run_id", "step"], kind="stable")
+        # One trace per group and line style, its runs separated by gaps: a trace per run
+        # would be thousands of traces on a large grid, slow to build and to draw.
+        lines: dict[tuple[str, bool], tuple[list, list, list]] = {}
         for run_id, points in rows.groupby("run_id", sort=True):
             label = groups.get(run_id, "")
             scale = per_step.get(run_id)
-            x = points["step"].to_numpy(float) * (scale if scale else 1.0)
+            x, y, text = lines.setdefault((label, state.get(run_id) == "finished"), ([], [], []))
+            x += [*(points["step"].to_numpy(float) * (scale if scale else 1.0)), None]
+            y += [*points["value"].to_numpy(float), None]
+            text += [run_id] * len(points) + [None]
+        for (label, finished), (x, y, text) in lines.items():
             fig.add_trace(
                 go.Scatter(
                     x=x,
-                    y=points["value"],
+                    y=y,
+                    text=text,
                     mode="lines+markers",
                     name=label,
                     legendgroup=label,
@@ -137,11 +145,11 @@ def history_figure(
                     line={
                         "color": colors.get(label, PALETTE[0]),
                         "width": 1.4,
-                        "dash": "solid" if state.get(run_id) == "finished" else "dot",
+                        "dash": "solid" if finished else "dot",
                     },
                     marker={"size": 4},
                     opacity=0.85,
-                    hovertemplate=f"{run_id}<br>%{{x:.3s}}: %{{y:.4g}}<extra></extra>",
+                    hovertemplate="%{text}<br>%{x:.3s}: %{y:.4g}<extra></extra>",
                 ),
                 row=i // columns + 1,
                 col=i % columns + 1,

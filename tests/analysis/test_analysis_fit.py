@@ -109,9 +109,10 @@ def test_batched_refits_are_never_worse_than_lbfgsb():
     start = params_to_theta([fit.params], "joint", layout)
     weights = resample_weights(fit.n_points, 12, np.random.default_rng(0))
     with single_threaded_blas():
-        theta, converged = batched_refit(start, log_x, log_loss, weights, layout)
+        theta, converged, values = batched_refit(start, log_x, log_loss, weights, layout)
         assert converged.mean() > 0.9
         for i in np.flatnonzero(converged):
             batch_value = huber_lse_objective(theta[i], log_x, log_loss, weights[i], layout)[0]
+            assert batch_value == pytest.approx(values[i], rel=1e-12)
             lbfgs_value = minimize_from(start, log_x, log_loss, weights[i], layout).value
             assert batch_value <= lbfgs_value + 1e-9
