@@ -19,7 +19,14 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from trainers.run_folder import RUN_STATES, default_tracking_uri, sql_engine, sqlite_path
+from trainers.run_folder import (
+    RUN_STATES,
+    TrackedRun,
+    default_tracking_uri,
+    sql_engine,
+    sql_runs,
+    sqlite_path,
+)
 
 # Runs per query when histories are read from an SQL store (within SQLite's parameter limit).
 _SQL_RUNS = 500
@@ -162,7 +169,6 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
     if db is not None and not db.is_file():
         raise AnalysisError(f"no tracking store at {db} (submit a grid first, or pass --tracking-uri)")
     import mlflow.tracking  # heavy; imported only when a grid is loaded
-    from mlflow.entities import ViewType
 
     try:
         client = mlflow.tracking.MlflowClient(tracking_uri=uri)
@@ -174,19 +180,12 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
         hint = f" (grids there: {', '.join(known)})" if known else " (it holds no grids)"
         raise AnalysisError(f"unknown grid '{name}' in {uri}{hint}")
     try:
-        runs = []
-        token = None
-        while True:
-            page = client.search_runs(
-                [experiment.experiment_id],
-                run_view_type=ViewType.ACTIVE_ONLY,
-                max_results=1000,
-                page_token=token,
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        engine = sql_engine(client)
+        runs = (
+            sql_runs(engine, experiment.experiment_id)
+            if engine is not None
+            else _searched_runs(client, experiment.experiment_id)
+        )
         records = [_run_record(run) for run in runs]
         histories = _histories(client, runs)
     except Exception as exc:  # a store that fails mid-read is reported like one that cannot open
@@ -202,30 +201,56 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
     )
 
 
-def _run_record(run: Any) -> dict[str, Any]:
-    tags = run.data.tags
-    state = tags.get("gammaray.state") or _MLFLOW_STATUS.get(run.info.status, "running")
-    record: dict[str, Any] = {key: parse_param(value) for key, value in run.data.params.items()}
+def _searched_runs(client: Any, experiment_id: str) -> list[TrackedRun]:
+    """The experiment's active runs through MLflow's search (an MLflow server)."""
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs(
+            [experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
+        )
+        runs += [
+            TrackedRun(
+                mlflow_id=run.info.run_id,
+                name=run.info.run_name or "",
+                start_time=run.info.start_time or 0,
+                status=run.info.status,
+                tags=run.data.tags,
+                params=run.data.params,
+                metrics=run.data.metrics,
+            )
+            for run in page
+        ]
+        token = page.token
+        if not token:
+            return runs
+
+
+def _run_record(run: TrackedRun) -> dict[str, Any]:
+    tags = run.tags
+    state = tags.get("gammaray.state") or _MLFLOW_STATUS.get(run.status, "running")
+    record: dict[str, Any] = {key: parse_param(value) for key, value in run.params.items()}
     record.update(
         run_id=_grid_run_id(run),
         state=state.lower(),
         reason=tags.get("gammaray.reason"),
-        _start_time=run.info.start_time or 0,
+        _start_time=run.start_time,
         # A WSD branch's trunk and start (bookkeeping: an underscore column is never an axis).
         _branch=tags.get("gammaray.branch"),
     )
     return record
 
 
-def _grid_run_id(run: Any) -> str:
-    return run.data.tags.get("gammaray.run_id") or run.info.run_id
+def _grid_run_id(run: TrackedRun) -> str:
+    return run.tags.get("gammaray.run_id") or run.mlflow_id
 
 
 def _loaded(key: str) -> bool:
     return key in HISTORY_METRICS or key.startswith(HISTORY_PREFIXES) or bool(DOWNSTREAM_METRIC.match(key))
 
 
-def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, int, float]]]:
+def _histories(client: Any, runs: Sequence[TrackedRun]) -> list[list[tuple[str, str, int, float]]]:
     """Each run's loaded metric histories as ``(run_id, metric, step, value)``, by metric and
     then step.
 
@@ -234,7 +259,7 @@ def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, in
     (about two minutes on SQLite), and building MLflow's metric objects for its million points
     would take over a minute more. Other stores (an MLflow server) are read one run and metric at a time.
     """
-    wanted = {run.info.run_id: {key for key in run.data.metrics if _loaded(key)} for run in runs}
+    wanted = {run.mlflow_id: {key for key in run.metrics if _loaded(key)} for run in runs}
     engine = sql_engine(client)
     points: dict[str, list[tuple[str, int, int, float]]] = {mlflow_id: [] for mlflow_id in wanted}
     if engine is not None:
@@ -242,11 +267,12 @@ def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, in
         from sqlalchemy import select
 
         ids = list(wanted)
+        keys = sorted(set().union(*wanted.values()))
         columns = (SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.timestamp, SqlMetric.value)
         with engine.connect() as connection:
             for start in range(0, len(ids), _SQL_RUNS):
                 query = select(*columns, SqlMetric.is_nan).where(
-                    SqlMetric.run_uuid.in_(ids[start : start + _SQL_RUNS])
+                    SqlMetric.run_uuid.in_(ids[start : start + _SQL_RUNS]), SqlMetric.key.in_(keys)
                 )
                 for mlflow_id, key, step, timestamp, value, is_nan in connection.execute(query):
                     if key in wanted[mlflow_id]:
@@ -260,7 +286,7 @@ def _histories(client: Any, runs: Sequence[Any]) -> list[list[tuple[str, str, in
     histories = []
     for run in runs:
         run_id = _grid_run_id(run)
-        ordered = sorted(points[run.info.run_id])  # by metric, then step, then time logged
+        ordered = sorted(points[run.mlflow_id])  # by metric, then step, then time logged
         histories.append([(run_id, key, int(step), float(value)) for key, step, _, value in ordered])
     return histories
 

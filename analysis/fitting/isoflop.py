@@ -125,12 +125,15 @@ def isoflop_core(
         log_c = np.log([s.train_flops for s in good])
         a, log_kn = np.polyfit(log_c, np.log([s.n_opt for s in good]), 1)
         b, log_kd = np.polyfit(log_c, np.log([s.tokens_opt for s in good]), 1)
-        params = {
-            "a": float(a),
-            "b": float(b),
-            "N_coef": float(np.exp(log_kn)),
-            "D_coef": float(np.exp(log_kd)),
-        }
+        # A resample through two nearby budgets can have an extreme slope, and its coefficient
+        # overflows to inf: a draw the percentile interval takes as it is, not a fault to print.
+        with np.errstate(over="ignore"):
+            params = {
+                "a": float(a),
+                "b": float(b),
+                "N_coef": float(np.exp(log_kn)),
+                "D_coef": float(np.exp(log_kd)),
+            }
     return params, slices
 
 

@@ -56,6 +56,29 @@ def group_colors(groups: Sequence[dict[str, Any]]) -> dict[str, str]:
     return {group_label(g): PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
 
 
+class RunLines:
+    """Many runs' lines as one trace: each run's points followed by a gap (NaN breaks the line).
+
+    A group's runs in one trace rather than a trace per run: a large grid would otherwise
+    make thousands of traces, slow to build and to draw. The hover text names each point's run.
+    """
+
+    def __init__(self) -> None:
+        self._x: list[np.ndarray] = []
+        self._y: list[np.ndarray] = []
+        self._text: list[str] = []
+
+    def add(self, x: np.ndarray, y: np.ndarray, text: str) -> None:
+        """One run's line, its points hovering as ``text``."""
+        self._x += [np.asarray(x, float), np.array([np.nan])]
+        self._y += [np.asarray(y, float), np.array([np.nan])]
+        self._text += [text] * (len(x) + 1)
+
+    def trace(self, **style: Any) -> go.Scatter:
+        """The lines as one scatter trace; ``%{text}`` in a hover template is the run's text."""
+        return go.Scatter(x=np.concatenate(self._x), y=np.concatenate(self._y), text=self._text, **style)
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
@@ -330,43 +353,40 @@ def training_curves_figure(analysis: Analysis, colors: dict[str, str]) -> go.Fig
     token_map = {(r.run_id, r.step): r.value for r in tokens.itertuples()}
     use_tokens = not tokens.empty
     fig = go.Figure()
-    shown: set[str] = set()
-    # Finished runs first, so each group's legend entry shows a solid line.
-    order = sorted(
-        curves["run_id"].unique(),
-        key=lambda r: (runs.loc[r, "state"] != "finished", r) if r in runs.index else (True, r),
-    )
-    for run_id in order:
-        points = curves[curves["run_id"] == run_id]
+    lines: dict[tuple[str, bool], RunLines] = {}
+    for run_id, points in curves.groupby("run_id", sort=True):
         if run_id not in runs.index:
             continue
         row = runs.loc[run_id]
-        group = {c: row[c] for c in analysis.by}
-        label = group_label({k: plain_value(v) for k, v in group.items()})
-        color = colors.get(label, PALETTE[0])
+        label = group_label({c: plain_value(row[c]) for c in analysis.by})
         points = points.sort_values("step")
         x = (
-            [token_map.get((run_id, s), np.nan) for s in points["step"]]
+            np.array([token_map.get((run_id, s), np.nan) for s in points["step"]], float)
             if use_tokens
-            else points["step"].tolist()
+            else points["step"].to_numpy(float)
         )
-        x = np.asarray(x, float)
         good = np.isfinite(x) & (x > 0)
-        if not good.any():
-            continue
-        state = row["state"]
-        dash = "solid" if state == "finished" else "dot"
+        if good.any():
+            state = row["state"]
+            text = f"{run_id} ({state})<br>N={format_axis_value('N', row['N'])}"
+            run_lines = lines.setdefault((label, state == "finished"), RunLines())
+            run_lines.add(x[good], points["value"].to_numpy(float)[good], text)
+    shown: set[str] = set()
+    # Finished runs first, so each group's legend entry shows a solid line.
+    for (label, finished), run_lines in sorted(lines.items(), key=lambda item: not item[0][1]):
         fig.add_trace(
-            go.Scatter(
-                x=x[good],
-                y=points["value"].to_numpy()[good],
+            run_lines.trace(
                 mode="lines",
                 name=label,
                 legendgroup=label,
                 showlegend=label not in shown,
-                line={"color": color, "width": 1.4, "dash": dash},
+                line={
+                    "color": colors.get(label, PALETTE[0]),
+                    "width": 1.4,
+                    "dash": "solid" if finished else "dot",
+                },
                 opacity=0.85,
-                hovertemplate=f"{run_id} ({state})<br>N={format_axis_value('N', row['N'])}<br>%{{x:.3s}}: %{{y:.4f}}<extra></extra>",
+                hovertemplate="%{text}<br>%{x:.3s}: %{y:.4f}<extra></extra>",
             )
         )
         shown.add(label)

@@ -36,7 +36,7 @@ from analysis.measures.mechanism import (
 )
 from analysis.measures.phase_diagram import PHASE_METRICS, PhaseDiagram, phase_cells
 from analysis.report.downstream import downstream_section
-from analysis.report.figures import PALETTE, apply_layout
+from analysis.report.figures import PALETTE, RunLines, apply_layout
 from analysis.report.sections import Absent, Section, Table
 
 MECHANISM_PANELS = (
@@ -122,22 +122,15 @@ def history_figure(
     log_panels: list[int] = []
     for i, (metric, _) in enumerate(panels):
         rows = hist[hist["metric"] == metric].sort_values(["run_id", "step"], kind="stable")
-        # One trace per group and line style, its runs separated by gaps: a trace per run
-        # would be thousands of traces on a large grid, slow to build and to draw.
-        lines: dict[tuple[str, bool], tuple[list, list, list]] = {}
+        lines: dict[tuple[str, bool], RunLines] = {}
         for run_id, points in rows.groupby("run_id", sort=True):
             label = groups.get(run_id, "")
             scale = per_step.get(run_id)
-            x, y, text = lines.setdefault((label, state.get(run_id) == "finished"), ([], [], []))
-            x += [*(points["step"].to_numpy(float) * (scale if scale else 1.0)), None]
-            y += [*points["value"].to_numpy(float), None]
-            text += [run_id] * len(points) + [None]
-        for (label, finished), (x, y, text) in lines.items():
+            run_lines = lines.setdefault((label, state.get(run_id) == "finished"), RunLines())
+            run_lines.add(points["step"].to_numpy(float) * (scale if scale else 1.0), points["value"], run_id)
+        for (label, finished), run_lines in lines.items():
             fig.add_trace(
-                go.Scatter(
-                    x=x,
-                    y=y,
-                    text=text,
+                run_lines.trace(
                     mode="lines+markers",
                     name=label,
                     legendgroup=label,

@@ -260,13 +260,12 @@ def _run_table(analysis: Analysis, colors: dict[str, str]) -> str:
         ["state", *analysis.by, "N", "D"],
         key=lambda s: s.map(lambda v: v != "finished") if s.name == "state" else s,
     )
-    for r in order.itertuples(index=False):
-        row = r._asdict()
-        group = {c: plain_value(runs.loc[runs["run_id"] == r.run_id, c].iloc[0]) for c in analysis.by}
+    for row in order.to_dict("records"):
+        group = {c: plain_value(row[c]) for c in analysis.by}
         state = row["state"]
         loss = row["loss"]
         reason = row["reason"] if isinstance(row["reason"], str) else ""
-        cells = [page.escape(r.run_id), page.escape(state)]
+        cells = [page.escape(row["run_id"]), page.escape(state)]
         cells += [page.escape(group_label({c: group[c]}).split("=", 1)[-1]) for c in analysis.by]
         cells += [
             page.escape(format_axis_value("N", row["N"])),
@@ -274,7 +273,7 @@ def _run_table(analysis: Analysis, colors: dict[str, str]) -> str:
             page.escape(format_axis_value("FLOPs", row["FLOPs"])),
             page.escape(f"{loss:.4f}" if isinstance(loss, float) and math.isfinite(loss) else "—"),
         ]
-        cells += [page.escape(plain_value(runs.loc[runs["run_id"] == r.run_id, a].iloc[0])) for a in extra]
+        cells += [page.escape(plain_value(row[a])) for a in extra]
         cells.append(page.escape(reason))
         rows.append((cells, "" if state == "finished" else "failed"))
     table = page.table(header, rows, left=(0, 1, len(header) - 1))
