@@ -47,6 +47,10 @@ from analysis.fitting.objective import (
 from analysis.fitting.slices import locked_together
 
 POWER_FORMS = ("n", "d", "joint")
+# A multi-start fit: its starts descend together for this many batched steps, then L-BFGS-B
+# finishes the lowest few (one L-BFGS-B run costs as much as a batch of sixteen).
+_SCREEN_ITERATIONS = 200
+_FINISH_STARTS = 2
 ALL_FORMS = ("n", "d", "joint", "isoflop")
 
 # Names of the fitted parameters of each form, in the order of the optimizer's vector
@@ -259,14 +263,32 @@ def multistart(
     exhaustive: bool = False,
     delta: float = HUBER_DELTA,
 ) -> RawFit:
-    """A one-group fit (``layout.n_groups == 1``): L-BFGS-B from the :func:`best_starts`, or
-    with ``exhaustive=True`` from every grid point, as in the published protocol."""
+    """A one-group fit (``layout.n_groups == 1``) from the :func:`best_starts`.
+
+    The starts are first descended together by the batched Levenberg–Marquardt
+    (:func:`~analysis.fitting.batched.batched_refit`, at most :data:`_SCREEN_ITERATIONS`
+    steps), which ranks them by where they lead; L-BFGS-B then runs from the
+    :data:`_FINISH_STARTS` that lead lowest, and the best optimum is kept. ``exhaustive=True`` runs L-BFGS-B from every grid point, as in the published protocol.
+    """
     w = np.ones(len(log_loss)) if weights is None else np.asarray(weights, dtype=float)
-    if exhaustive:
-        starts = start_grid(log_x, log_loss, layout.with_e)
-    else:
-        starts = best_starts(log_x, log_loss, layout, n_starts, delta)
     with single_threaded_blas():
+        if exhaustive:
+            return best_of(start_grid(log_x, log_loss, layout.with_e), log_x, log_loss, w, layout, delta)
+        starts = best_starts(log_x, log_loss, layout, n_starts, delta)
+        if len(starts) > _FINISH_STARTS:
+            screen = batched_refit(
+                starts,
+                log_x,
+                log_loss,
+                np.tile(w, (len(starts), 1)),
+                layout,
+                delta=delta,
+                max_iter=_SCREEN_ITERATIONS,
+            )
+            lowest = np.argsort(np.where(np.isfinite(screen.value), screen.value, np.inf), kind="stable")
+            # From the grid points themselves, in the grid's order: on a plateau of equal
+            # optima the fit lands where L-BFGS-B from those starts lands.
+            starts = starts[np.sort(lowest[:_FINISH_STARTS])]
         return best_of(starts, log_x, log_loss, w, layout, delta)
 
 
@@ -500,8 +522,9 @@ def params_at_bound(fit: FitResult) -> list[str]:
 
 
 def bound_messages(params: Mapping[str, float], form: str, e_fitted: bool = True) -> list[str]:
-    """A message for every exponent of ``params`` at a bound of the fit's box, and for a fitted
-    E at the bottom of its range."""
+    """A message for every exponent of ``params`` at a bound of the fit's box (or whose
+    coefficient is at the bottom of its range, which leaves it arbitrary), and for a fitted E
+    at the bottom of its range."""
     axes = {"alpha": "N", "beta": "D"}
     out = []
     if e_fitted and params.get("E", 1.0) <= float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6):
@@ -511,9 +534,17 @@ def bound_messages(params: Mapping[str, float], form: str, e_fitted: bool = True
                 "toward a floor, so E and the exponents trade off; read them with care"
             )
         )
-    for _, name in FORM_TERMS[form]:
+    floor = float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6)
+    for coef, name in FORM_TERMS[form]:
         value = params[name]
-        if value <= BOUND_EXPONENT[0] + 1e-9:
+        if params[coef] <= floor:  # the term is 0 and its exponent arbitrary (a plateau of optima)
+            out.append(
+                warning(
+                    f"{coef} is at its lower bound (indistinguishable from 0): the loss does not descend with "
+                    f"{axes[name]} in these runs"
+                )
+            )
+        elif value <= BOUND_EXPONENT[0] + 1e-9:
             out.append(
                 warning(f"{_SYMBOL[name]} is at 0: the loss does not descend with {axes[name]} in these runs")
             )
