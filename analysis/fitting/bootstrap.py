@@ -18,7 +18,7 @@ import numpy as np
 from analysis.errors import warning
 from analysis.fitting.batched import batched_refit
 from analysis.fitting.fit import FORM_PARAMS, FitResult, design, layout_of, multistart, n_distinct
-from analysis.fitting.isoflop import isoflop_core
+from analysis.fitting.isoflop import isoflop_draws
 from analysis.fitting.objective import minimize_from, params_to_theta, single_threaded_blas, theta_to_params
 
 DEFAULT_RESAMPLES = 1000
@@ -200,13 +200,8 @@ def _power_draws(
 
 
 def _isoflop_draws(result: FitResult, weights: np.ndarray) -> tuple[dict[str, np.ndarray], int]:
-    samples = {p: np.full(len(weights), np.nan) for p in FORM_PARAMS["isoflop"]}
-    skipped = 0
-    for i, w in enumerate(weights):
-        params, _ = isoflop_core(result.n_params, result.tokens, result.train_flops, result.loss, w)
-        if not np.isfinite(params["a"]):
-            skipped += 1
-            continue
-        for p, v in params.items():
-            samples[p][i] = v
-    return samples, skipped
+    samples = isoflop_draws(result.n_params, result.tokens, result.train_flops, result.loss, weights)
+    unfit = ~np.isfinite(samples["a"])
+    for values in samples.values():
+        values[unfit] = np.nan
+    return samples, int(unfit.sum())

@@ -137,6 +137,64 @@ def isoflop_core(
     return params, slices
 
 
+def isoflop_draws(
+    n_params: np.ndarray, tokens: np.ndarray, train_flops: np.ndarray, loss: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """:func:`isoflop_core`'s parameters for K weightings of the same runs at once: ``weights``
+    is (K, n) (bootstrap multiplicities), each parameter a (K,) array, NaN where fewer than two
+    slices have a minimum.
+
+    Each slice's weighted parabolas are solved from their normal equations in log N (log D)
+    centered on the slice, which for three coefficients are as exact as the least squares of
+    :func:`isoflop_core`; the line through the minima is the least squares over each draw's
+    slices that have one.
+    """
+    labels, centers, usable = iso_flop_labels(train_flops, n_params)
+    n_fits = weights.shape[0]
+    log_n_opt = np.full((n_fits, len(usable)), np.nan)
+    log_d_opt = np.full((n_fits, len(usable)), np.nan)
+    for s, j in enumerate(usable):
+        members = labels == j
+        w = weights[:, members]
+        log_n_opt[:, s] = _parabola_minima(np.log(n_params[members]), loss[members], w)
+        log_d_opt[:, s] = _parabola_minima(np.log(tokens[members]), loss[members], w)
+    good = np.isfinite(log_n_opt) & np.isfinite(log_d_opt)
+    log_c = np.log(np.asarray(centers, dtype=float)[usable])
+    out = {}
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):  # draws with < 2 slices: NaN
+        for slope, coef, log_opt in (("a", "N_coef", log_n_opt), ("b", "D_coef", log_d_opt)):
+            count = good.sum(axis=1)
+            mean_c = np.where(good, log_c, 0.0).sum(axis=1) / count
+            mean_y = np.where(good, log_opt, 0.0).sum(axis=1) / count
+            dc = np.where(good, log_c - mean_c[:, None], 0.0)
+            dy = np.where(good, log_opt - mean_y[:, None], 0.0)
+            fitted = (dc * dy).sum(axis=1) / (dc * dc).sum(axis=1)
+            fitted[count < 2] = np.nan
+            out[slope] = fitted
+            out[coef] = np.exp(mean_y - fitted * mean_c)
+    return out
+
+
+def _parabola_minima(log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The argmin of a weighted parabola in ``log_x`` for each row of ``weights`` (K, n): NaN
+    where the drawn points hold fewer than three distinct values or the parabola opens down."""
+    distinct = np.unique(np.round(log_x / 1e-3), return_inverse=True)[1].reshape(-1)
+    drawn = (weights > 0).astype(float) @ (distinct[:, None] == np.arange(distinct.max() + 1)[None, :])
+    x = log_x - log_x.mean()
+    powers = x[None, :] ** np.arange(5)[:, None]  # (5, n): 1, x, …, x⁴
+    s = weights @ powers.T  # (K, 5): Σ w·x^k
+    t = weights @ (powers[:3] * loss[None, :]).T  # (K, 3): Σ w·x^k·y
+    system = np.stack([s[:, [4, 3, 2]], s[:, [3, 2, 1]], s[:, [2, 1, 0]]], axis=1)  # rows for (c2, c1, c0)
+    rhs = t[:, [2, 1, 0]]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        enough = (drawn > 0).sum(axis=1) >= MIN_DISTINCT_N
+        coef = np.full((len(weights), 3), np.nan)
+        if enough.any():
+            coef[enough] = np.linalg.solve(system[enough], rhs[enough][..., None])[..., 0]
+        opens_up = np.isfinite(coef).all(axis=1) & (coef[:, 0] > 0)
+        return np.where(enough & opens_up, log_x.mean() - coef[:, 1] / (2 * coef[:, 0]), np.nan)
+
+
 def fit_isoflop(
     n_params: Sequence[float] | np.ndarray,
     tokens: Sequence[float] | np.ndarray,

@@ -9,7 +9,7 @@ from scipy.optimize import approx_fprime
 from analysis.fitting.batched import batched_refit
 from analysis.fitting.bootstrap import bootstrap_fit, resample_weights
 from analysis.fitting.fit import design, fit_power_law, loss_d, loss_n, loss_nd
-from analysis.fitting.isoflop import fit_isoflop
+from analysis.fitting.isoflop import fit_isoflop, isoflop_core, isoflop_draws
 from analysis.fitting.objective import (
     Layout,
     huber_lse_objective,
@@ -66,6 +66,19 @@ def test_one_variable_fits_recover_their_exponent(form):
         result = fit_power_law(None, x, loss, "d")
         assert result.params["beta"] == pytest.approx(truth["beta"], abs=0.03)
     assert result.ok and result.params["E"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_isoflop_draws_equal_the_fits_made_one_weighting_at_a_time():
+    frame = isoflop_runs(seed=2)
+    n, d, c, loss = (frame[k].to_numpy(float) for k in ("N", "D", "FLOPs", "loss"))
+    weights = resample_weights(len(loss), 200, np.random.default_rng(0))
+    weights[0] = 0.0  # nothing drawn: no slice has a minimum
+    draws = isoflop_draws(n, d, c, loss, weights)
+    for name in ("a", "b", "N_coef", "D_coef"):
+        one_by_one = np.array([isoflop_core(n, d, c, loss, w)[0][name] for w in weights])
+        np.testing.assert_array_equal(np.isfinite(draws[name]), np.isfinite(one_by_one))
+        assert np.isfinite(one_by_one).sum() > 150
+        np.testing.assert_allclose(draws[name], one_by_one, rtol=1e-9)
 
 
 def test_isoflop_recovers_compute_optimal_exponents():
