@@ -55,9 +55,10 @@ from analysis.labels import group_label
 E_MODES = ("shared", "per-group", "known")
 # Shares of the smallest loss tried as starting values of a shared E (besides each group's own E).
 _E_START_FRACTIONS = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
-# The profile's fits at each E: from this many starts, for at most this many batch iterations.
-_PROFILE_STARTS = 4
+# The profile's fits at each E run for at most this many batch iterations; at the joint
+# optimum's E the groups are refitted from this many starts each.
 _PROFILE_ITERATIONS = 500
+_REFINE_STARTS = 16
 
 
 def can_share(fit: FitResult, known: bool) -> bool:
@@ -82,12 +83,13 @@ def _profile(
     group: np.ndarray,
     weights: np.ndarray,
     n_groups: int,
+    n_starts: int = 4,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every group fitted alone with E held at each of ``log_es``: per E, the summed objective
     (C,) and the joint θ without e (C, p − 1). Given E the groups do not interact, so this is
     the joint optimum at that E.
 
-    A group's fits at every E, from the best starts of each, are made together in one batch;
+    A group's fits at every E, from the ``n_starts`` best starts of each, are made together in one batch;
     with E held they are well conditioned (the E–A–α ridge is gone), so the batch settles
     within :data:`_PROFILE_ITERATIONS`, and the profile only ranks E's for the joint fit.
     """
@@ -97,7 +99,7 @@ def _profile(
         mask = group == g
         x, y, w = log_x[mask], log_loss[mask], weights[mask]
         one = np.zeros(int(mask.sum()), dtype=int)
-        starts = [best_starts(x, y, Layout(one, 1, e), _PROFILE_STARTS) for e in log_es]
+        starts = [best_starts(x, y, Layout(one, 1, e), n_starts) for e in log_es]
         per_e = len(starts[0])
         fixed = np.repeat(log_es, per_e)[:, None]
         batch = batched_refit(
@@ -139,7 +141,13 @@ def fit_theta(
     log_es = np.array(sorted(candidates))
     values, thetas = _profile(log_es, log_x, log_loss, layout.group, w, layout.n_groups)
     best = np.argsort(values, kind="stable")[:3]
-    return best_of(np.column_stack([log_es, thetas])[best], log_x, log_loss, w, layout, delta)
+    raw = best_of(np.column_stack([log_es, thetas])[best], log_x, log_loss, w, layout, delta)
+    # With many groups the joint optimum can keep one group in a poor mode of its own (its few
+    # points leave several): at the E found, every group's best from more starts, polished
+    # jointly, replaces it when lower.
+    _, thetas = _profile([raw.theta[0]], log_x, log_loss, layout.group, w, layout.n_groups, _REFINE_STARTS)
+    refined = best_of(np.column_stack([[raw.theta[0]], thetas]), log_x, log_loss, w, layout, delta)
+    return refined if refined.value < raw.value else raw
 
 
 def fit_shared(fits: Sequence[FitResult], *, e_known: float | None = None) -> tuple[FitResult, ...]:
