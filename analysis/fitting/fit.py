@@ -47,11 +47,11 @@ from analysis.fitting.objective import (
 from analysis.fitting.slices import locked_together
 
 POWER_FORMS = ("n", "d", "joint")
+ALL_FORMS = ("n", "d", "joint", "isoflop")
 # A multi-start fit: its starts descend together for this many batched steps, then L-BFGS-B
 # finishes the lowest few (one L-BFGS-B run costs as much as a batch of sixteen).
 _SCREEN_ITERATIONS = 200
 _FINISH_STARTS = 2
-ALL_FORMS = ("n", "d", "joint", "isoflop")
 
 # Names of the fitted parameters of each form, in the order of the optimizer's vector
 # (before the log transform of E, A, B).
@@ -268,7 +268,8 @@ def multistart(
     The starts are first descended together by the batched Levenberg–Marquardt
     (:func:`~analysis.fitting.batched.batched_refit`, at most :data:`_SCREEN_ITERATIONS`
     steps), which ranks them by where they lead; L-BFGS-B then runs from the
-    :data:`_FINISH_STARTS` that lead lowest, and the best optimum is kept. ``exhaustive=True`` runs L-BFGS-B from every grid point, as in the published protocol.
+    :data:`_FINISH_STARTS` that lead lowest, and the best optimum is kept. ``exhaustive=True``
+    runs L-BFGS-B from every grid point, as in the published protocol.
     """
     w = np.ones(len(log_loss)) if weights is None else np.asarray(weights, dtype=float)
     with single_threaded_blas():
