@@ -187,7 +187,7 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
             else _searched_runs(client, experiment.experiment_id)
         )
         records = [_run_record(run) for run in runs]
-        histories = _histories(client, runs)
+        histories = _histories(client, engine, runs)
     except Exception as exc:  # a store that fails mid-read is reported like one that cannot open
         raise AnalysisError(f"cannot read grid '{name}' from {uri}: {_one_line(exc)}") from None
     for record, history in zip(records, histories):
@@ -250,9 +250,11 @@ def _loaded(key: str) -> bool:
     return key in HISTORY_METRICS or key.startswith(HISTORY_PREFIXES) or bool(DOWNSTREAM_METRIC.match(key))
 
 
-def _histories(client: Any, runs: Sequence[TrackedRun]) -> list[list[tuple[str, str, int, float]]]:
+def _histories(
+    client: Any, engine: Any | None, runs: Sequence[TrackedRun]
+) -> list[list[tuple[str, str, int, float]]]:
     """Each run's loaded metric histories as ``(run_id, metric, step, value)``, by metric and
-    then step.
+    then step; ``engine`` is the SQL store's (:func:`trainers.run_folder.sql_engine`) or None.
 
     From MLflow's SQL stores the points of every run are read in one query per 500 runs, as
     rows: a grid of 1,000 runs with a hundred metrics each is 100,000 history calls otherwise
@@ -260,7 +262,6 @@ def _histories(client: Any, runs: Sequence[TrackedRun]) -> list[list[tuple[str, 
     would take over a minute more. Other stores (an MLflow server) are read one run and metric at a time.
     """
     wanted = {run.mlflow_id: {key for key in run.metrics if _loaded(key)} for run in runs}
-    engine = sql_engine(client)
     points: dict[str, list[tuple[str, int, int, float]]] = {mlflow_id: [] for mlflow_id in wanted}
     if engine is not None:
         from mlflow.store.tracking.dbmodels.models import SqlMetric

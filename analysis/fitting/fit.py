@@ -52,6 +52,8 @@ ALL_FORMS = ("n", "d", "joint", "isoflop")
 # finishes the lowest few (one L-BFGS-B run costs as much as a batch of sixteen).
 _SCREEN_ITERATIONS = 200
 _FINISH_STARTS = 2
+# A coefficient (E, A, B) at the bottom of its log range: indistinguishable from 0.
+_COEF_FLOOR = float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6)
 
 # Names of the fitted parameters of each form, in the order of the optimizer's vector
 # (before the log transform of E, A, B).
@@ -509,14 +511,13 @@ def params_at_bound(fit: FitResult) -> list[str]:
     if fit.form not in FORM_TERMS:
         return []
     out = []
-    floor = float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6)
     for name in fit.fitted_names:
         value = fit.params[name]
         if (
             name in ("alpha", "beta")
             and not BOUND_EXPONENT[0] + 1e-9 < value < BOUND_EXPONENT[1] - 1e-9
             or name in ("E", "A", "B")
-            and value <= floor
+            and value <= _COEF_FLOOR
         ):
             out.append(name)
     return out
@@ -528,17 +529,16 @@ def bound_messages(params: Mapping[str, float], form: str, e_fitted: bool = True
     at the bottom of its range."""
     axes = {"alpha": "N", "beta": "D"}
     out = []
-    if e_fitted and params.get("E", 1.0) <= float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6):
+    if e_fitted and params.get("E", 1.0) <= _COEF_FLOOR:
         out.append(
             warning(
                 "E is at its lower bound (indistinguishable from 0): these runs do not show the curve bending "
                 "toward a floor, so E and the exponents trade off; read them with care"
             )
         )
-    floor = float(np.exp(BOUND_LOGCOEF[0])) * (1 + 1e-6)
     for coef, name in FORM_TERMS[form]:
         value = params[name]
-        if params[coef] <= floor:  # the term is 0 and its exponent arbitrary (a plateau of optima)
+        if params[coef] <= _COEF_FLOOR:  # the term is 0 and its exponent arbitrary (a plateau of optima)
             out.append(
                 warning(
                     f"{coef} is at its lower bound (indistinguishable from 0): the loss does not descend with "
