@@ -19,17 +19,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from trainers.run_folder import (
-    RUN_STATES,
-    TrackedRun,
-    default_tracking_uri,
-    sql_engine,
-    sql_runs,
-    sqlite_path,
-)
+from trainers.run_folder import RUN_STATES, default_tracking_uri, sqlite_path
+from trainers.store_reader import StoreReader, TrackedRun
 
-# Runs per query when histories are read from an SQL store (within SQLite's parameter limit).
-_SQL_RUNS = 500
 CORE_COLUMNS = ("run_id", "state", "reason", "N", "N_non_embedding", "D", "FLOPs", "loss")
 HISTORY_METRICS = ("train/loss", "eval/loss", "tokens")
 # Namespaces whose every metric is loaded with its history: diagnostics over training, token-level
@@ -168,26 +160,19 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
         raise AnalysisError(f"no tracking store at {db} (submit a grid first, or pass --tracking-uri)")
-    import mlflow.tracking  # heavy; imported only when a grid is loaded
-
+    reader = StoreReader(uri)
     try:
-        client = mlflow.tracking.MlflowClient(tracking_uri=uri)
-        experiment = client.get_experiment_by_name(name)
+        experiment_id = reader.experiment_id(name)
+        known = reader.experiment_names() if experiment_id is None else []
     except Exception as exc:  # any store failure is reported as one line naming the store
         raise AnalysisError(f"cannot open tracking store {uri}: {_one_line(exc)}") from None
-    if experiment is None:
-        known = [e.name for e in client.search_experiments(max_results=20) if e.name != "Default"]
+    if experiment_id is None:
         hint = f" (grids there: {', '.join(known)})" if known else " (it holds no grids)"
         raise AnalysisError(f"unknown grid '{name}' in {uri}{hint}")
     try:
-        engine = sql_engine(client)
-        runs = (
-            sql_runs(engine, experiment.experiment_id)
-            if engine is not None
-            else _searched_runs(client, experiment.experiment_id)
-        )
+        runs = reader.runs(experiment_id)
         records = [_run_record(run) for run in runs]
-        histories = _histories(client, engine, runs)
+        histories = _histories(reader, runs)
     except Exception as exc:  # a store that fails mid-read is reported like one that cannot open
         raise AnalysisError(f"cannot read grid '{name}' from {uri}: {_one_line(exc)}") from None
     for record, history in zip(records, histories):
@@ -199,32 +184,6 @@ def load_grid_runs(name: str, tracking_uri: str | None = None) -> RunTable:
         name=name,
         source=f"grid:{name} ({uri})",
     )
-
-
-def _searched_runs(client: Any, experiment_id: str) -> list[TrackedRun]:
-    """The experiment's active runs through MLflow's search (an MLflow server)."""
-    from mlflow.entities import ViewType
-
-    runs, token = [], None
-    while True:
-        page = client.search_runs(
-            [experiment_id], run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token
-        )
-        runs += [
-            TrackedRun(
-                mlflow_id=run.info.run_id,
-                name=run.info.run_name or "",
-                start_time=run.info.start_time or 0,
-                status=run.info.status,
-                tags=run.data.tags,
-                params=run.data.params,
-                metrics=run.data.metrics,
-            )
-            for run in page
-        ]
-        token = page.token
-        if not token:
-            return runs
 
 
 def _run_record(run: TrackedRun) -> dict[str, Any]:
@@ -250,40 +209,16 @@ def _loaded(key: str) -> bool:
     return key in HISTORY_METRICS or key.startswith(HISTORY_PREFIXES) or bool(DOWNSTREAM_METRIC.match(key))
 
 
-def _histories(
-    client: Any, engine: Any | None, runs: Sequence[TrackedRun]
-) -> list[list[tuple[str, str, int, float]]]:
+def _histories(reader: StoreReader, runs: Sequence[TrackedRun]) -> list[list[tuple[str, str, int, float]]]:
     """Each run's loaded metric histories as ``(run_id, metric, step, value)``, by metric and
-    then step; ``engine`` is the SQL store's (:func:`trainers.run_folder.sql_engine`) or None.
+    then step.
 
-    From MLflow's SQL stores the points of every run are read in one query per 500 runs, as
-    rows: a grid of 1,000 runs with a hundred metrics each is 100,000 history calls otherwise
-    (about two minutes on SQLite), and building MLflow's metric objects for its million points
-    would take over a minute more. Other stores (an MLflow server) are read one run and metric at a time.
+    From MLflow's SQL stores the points of every run are read in one query per 500 runs
+    (:meth:`trainers.store_reader.StoreReader.metric_points`): a grid of 1,000 runs with a
+    hundred metrics each is 100,000 history calls otherwise (about two minutes on SQLite).
     """
     wanted = {run.mlflow_id: {key for key in run.metrics if _loaded(key)} for run in runs}
-    points: dict[str, list[tuple[str, int, int, float]]] = {mlflow_id: [] for mlflow_id in wanted}
-    if engine is not None:
-        from mlflow.store.tracking.dbmodels.models import SqlMetric
-        from sqlalchemy import select
-
-        ids = list(wanted)
-        keys = sorted(set().union(*wanted.values()))
-        columns = (SqlMetric.run_uuid, SqlMetric.key, SqlMetric.step, SqlMetric.timestamp, SqlMetric.value)
-        with engine.connect() as connection:
-            for start in range(0, len(ids), _SQL_RUNS):
-                query = select(*columns, SqlMetric.is_nan).where(
-                    SqlMetric.run_uuid.in_(ids[start : start + _SQL_RUNS]), SqlMetric.key.in_(keys)
-                )
-                for mlflow_id, key, step, timestamp, value, is_nan in connection.execute(query):
-                    if key in wanted[mlflow_id]:
-                        points[mlflow_id].append((key, step, timestamp, math.nan if is_nan else value))
-    else:
-        for mlflow_id, keys in wanted.items():
-            for key in keys:
-                points[mlflow_id].extend(
-                    (key, m.step, m.timestamp, m.value) for m in client.get_metric_history(mlflow_id, key)
-                )
+    points = reader.metric_points(wanted)
     histories = []
     for run in runs:
         run_id = _grid_run_id(run)

@@ -21,7 +21,7 @@ from orchestrator.tracking.store import (
 )
 from trainers.run_folder import OPEN_STATES, RUN_STATES
 
-# Params shown per run (the analysis reads them all from MLflow).
+# Params shown per run, and the only ones read (the analysis reads them all).
 _COLUMNS = {
     "N": "N",
     "D": "D",
@@ -41,7 +41,7 @@ def grid_status(uri: str, grid: str) -> dict[str, Any]:
     """
     store, experiment_id = open_existing(uri, grid)
     runs = sorted(
-        store.runs(experiment_id).values(),
+        store.runs(experiment_id, param_keys=_COLUMNS.values()).values(),
         key=lambda r: (RUN_STATES.index(r.state) if r.state in RUN_STATES else 99, r.name),
     )
     counts = {state: 0 for state in RUN_STATES}

@@ -25,14 +25,15 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator.errors import TrackingError
 from orchestrator.tracking.replay import Cursor, Metric
-from trainers.run_folder import RESULT_STATES, sql_engine, sql_runs, sqlite_path
+from trainers.run_folder import RESULT_STATES, sqlite_path
+from trainers.store_reader import StoreReader, TrackedRun
 
 TAG_GRID = "gammaray.grid"
 TAG_RUN_ID = "gammaray.run_id"
@@ -95,7 +96,12 @@ def artifact_root(uri: str) -> Path | None:
 
 
 class Store:
-    """A small, retrying front to ``MlflowClient`` for the calls gammaray makes."""
+    """A small, retrying front to the tracking store for the calls gammaray makes.
+
+    Reads go through :class:`trainers.store_reader.StoreReader` (an SQL store's tables, so a
+    read-only command such as ``gammaray status`` never imports MLflow); writes go through
+    ``MlflowClient``, created on first use.
+    """
 
     def __init__(self, uri: str):
         self.uri = uri
@@ -105,21 +111,23 @@ class Store:
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-        from mlflow.tracking import MlflowClient
+        self.reader = StoreReader(uri)
 
-        self.client = MlflowClient(tracking_uri=uri)
+    @property
+    def client(self) -> Any:
+        return self.reader.client
 
     # ---- experiments ---------------------------------------------------------------------
 
     def experiment_id(self, grid: str, create: bool) -> str | None:
         """The grid's experiment id; created (with its artifact folder) when ``create``."""
+        if not create:
+            return _retry(self.reader.experiment_id, grid)
         experiment = _retry(self.client.get_experiment_by_name, grid)
         if experiment is not None:
-            if experiment.lifecycle_stage == "deleted" and create:
+            if experiment.lifecycle_stage == "deleted":
                 _retry(self.client.restore_experiment, experiment.experiment_id)
             return experiment.experiment_id
-        if not create:
-            return None
         root = artifact_root(self.uri)
         location = (root / grid).as_uri() if root is not None else None
         try:
@@ -134,62 +142,34 @@ class Store:
             return experiment.experiment_id
 
     def experiment_tags(self, experiment_id: str) -> dict[str, str]:
-        return dict(_retry(self.client.get_experiment, experiment_id).tags)
+        return _retry(self.reader.experiment_tags, experiment_id)
 
     def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
         _retry(self.client.set_experiment_tag, experiment_id, key, value)
 
     def grids(self, limit: int = 20) -> list[str]:
-        return [
-            e.name for e in _retry(self.client.search_experiments, max_results=limit) if e.name != "Default"
-        ]
+        return _retry(self.reader.experiment_names, limit)
 
     # ---- runs ----------------------------------------------------------------------------
 
-    def runs(self, experiment_id: str, with_tag: str | None = None) -> dict[str, StoredRun]:
+    def runs(
+        self, experiment_id: str, with_tag: str | None = None, param_keys: Collection[str] | None = None
+    ) -> dict[str, StoredRun]:
         """Every grid point's run in the experiment (or only those tagged ``with_tag``), by
-        gammaray run id.
+        gammaray run id; ``param_keys`` limits the params read (:meth:`StoreReader.runs`).
 
         If a point has two MLflow runs (a creation interrupted between calls), the one with a
         result, else the oldest, is kept.
         """
-        engine = sql_engine(self.client)
-        candidates = (
-            _sql_runs(engine, experiment_id, with_tag)
-            if engine is not None
-            else self._searched_runs(experiment_id, with_tag)
-        )
         found: dict[str, StoredRun] = {}
-        for stored in candidates:
+        for tracked in _retry(self.reader.runs, experiment_id, with_tag, param_keys):
+            stored = _stored(tracked)
+            if stored is None:
+                continue
             current = found.get(stored.run_id)
             if current is None or _prefer(stored, current):
                 found[stored.run_id] = stored
         return found
-
-    def _searched_runs(self, experiment_id: str, with_tag: str | None) -> list[StoredRun]:
-        """The experiment's runs through MLflow's search (an MLflow server)."""
-        # Filtering in the store matters: a search loads every matching run's latest metrics.
-        having = f"tags.`{with_tag}` LIKE '%'" if with_tag else ""
-        out: list[StoredRun] = []
-        token = None
-        while True:
-            page = _retry(
-                self.client.search_runs, [experiment_id], having, max_results=1000, page_token=token
-            )
-            for run in page:
-                stored = _stored(
-                    run.info.run_id,
-                    dict(run.data.tags),
-                    dict(run.data.params),
-                    dict(run.data.metrics),
-                    run.info.run_name or "",
-                    run.info.start_time or 0,
-                )
-                if stored is not None:
-                    out.append(stored)
-            token = page.token
-            if not token:
-                return out
 
     def create_run(
         self,
@@ -339,41 +319,22 @@ def one_line(error: BaseException) -> str:
 # ---- helpers -----------------------------------------------------------------------------
 
 
-def _stored(
-    mlflow_id: str,
-    tags: dict[str, str],
-    params: dict[str, str],
-    metrics: dict[str, float],
-    name: str,
-    start_time: int,
-) -> StoredRun | None:
+def _stored(run: TrackedRun) -> StoredRun | None:
     """A grid point's run from what the store holds of it; None for a run of no grid point."""
-    run_id = tags.get(TAG_RUN_ID)
+    run_id = run.tags.get(TAG_RUN_ID)
     if not run_id:
         return None
     return StoredRun(
-        mlflow_id=mlflow_id,
+        mlflow_id=run.mlflow_id,
         run_id=run_id,
-        state=tags.get(TAG_STATE, "pending"),
-        reason=tags.get(TAG_REASON) or None,
-        tags=tags,
-        params=params,
-        metrics=metrics,
-        name=name,
-        start_time=start_time,
+        state=run.tags.get(TAG_STATE, "pending"),
+        reason=run.tags.get(TAG_REASON) or None,
+        tags=run.tags,
+        params=run.params,
+        metrics=run.metrics,
+        name=run.name,
+        start_time=run.start_time,
     )
-
-
-def _sql_runs(engine: Any, experiment_id: str, with_tag: str | None) -> list[StoredRun]:
-    """The experiment's grid-point runs read from an MLflow SQL store's tables
-    (:func:`trainers.run_folder.sql_runs`); a read that meets a lock starts over."""
-    rows = _retry(lambda: sql_runs(engine, experiment_id, with_tag))  # SQLite may be locked by a writer
-    out = []
-    for row in rows:
-        stored = _stored(row.mlflow_id, row.tags, row.params, row.metrics, row.name, row.start_time)
-        if stored is not None:
-            out.append(stored)
-    return out
 
 
 def _prefer(candidate: StoredRun, current: StoredRun) -> bool:

@@ -40,10 +40,10 @@ TINY = {
 def mlflow_template(tmp_path_factory) -> Path:
     """An empty MLflow SQLite store. Creating one runs MLflow's schema migrations (seconds);
     tests copy this file instead (``fresh_store``)."""
-    from orchestrator.tracking.store import Store
+    from mlflow.tracking import MlflowClient
 
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
-    Store(f"sqlite:///{path}")
+    MlflowClient(tracking_uri=f"sqlite:///{path}")  # creates the database
     return path
 
 

@@ -5,8 +5,11 @@ Real MLflow on SQLite files; the JSONL copies are written by hand in the trainer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,7 @@ from orchestrator.tracking.status import grid_status, request_cancel
 from orchestrator.tracking.store import Store
 from tests.orchestrator.conftest import fresh_store, write_grid
 from trainers.callbacks import read_jsonl
+from trainers.store_reader import StoreReader
 
 
 def records(steps: range, eval_every: int = 4, end: bool = False) -> list[dict]:
@@ -234,7 +238,15 @@ def test_a_relaunched_run_is_not_tailed_before_its_attempt_cuts_the_file_back(
     assert histories(uri, mlflow_id, "train/loss") == expected
 
 
-def test_runs_read_from_the_sql_tables_are_what_mlflow_search_returns(tmp_path, grid_specs, mlflow_template):
+def _comparable(found) -> str:
+    """Reads as JSON text, so that NaN metrics compare equal."""
+    return json.dumps(found, default=lambda run: dataclasses.asdict(run), sort_keys=True)
+
+
+def test_the_sql_tables_read_give_what_mlflows_client_returns(tmp_path, grid_specs, mlflow_template):
+    """``StoreReader`` reads an SQL store's tables, and asks ``MlflowClient`` only for an
+    MLflow server: the client's path is taken here on the same SQLite store, and every read
+    must agree."""
     import math
 
     uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
@@ -251,29 +263,41 @@ def test_runs_read_from_the_sql_tables_are_what_mlflow_search_returns(tmp_path, 
     store.log(recorder.runs[second.run_id].mlflow_id, [("eval/loss", math.nan, 4)])
     request_cancel(uri, "rec")  # nothing open: no cancellation tag
     store.log(recorder.runs[second.run_id].mlflow_id, tags={"gammaray.cancel_requested": "1"})
+    sql, client = StoreReader(uri), StoreReader(uri)
+    client.engine = None  # the path an MLflow server takes
+    assert sql.experiment_id("rec") == client.experiment_id("rec") == experiment_id
+    assert sql.experiment_id("absent") is client.experiment_id("absent") is None
+    assert sql.experiment_names() == client.experiment_names() == ["rec"]
+    assert sql.experiment_tags(experiment_id) == client.experiment_tags(experiment_id)
+    assert sql.experiment_tags(experiment_id)["gammaray.grid"] == "rec"
     for with_tag in (None, "gammaray.cancel_requested"):
-        from_sql = store.runs(experiment_id, with_tag=with_tag)
-        searched = {s.run_id: s for s in store._searched_runs(experiment_id, with_tag)}
-        assert (
-            set(from_sql) == set(searched) == ({second.run_id} if with_tag else {first.run_id, second.run_id})
-        )
-        for run_id, stored in from_sql.items():
-            other = searched[run_id]
-            assert (stored.mlflow_id, stored.state, stored.reason, stored.name) == (
-                other.mlflow_id,
-                other.state,
-                other.reason,
-                other.name,
-            )
-            assert (stored.tags, stored.params, stored.start_time) == (
-                other.tags,
-                other.params,
-                other.start_time,
-            )
-            assert stored.metrics.keys() == other.metrics.keys()
-            for key, value in stored.metrics.items():
-                assert value == other.metrics[key] or (math.isnan(value) and math.isnan(other.metrics[key]))
-    assert from_sql[second.run_id].reason == "worker died" and from_sql[second.run_id].attempts == 3
+        found = sql.runs(experiment_id, with_tag)
+        assert _comparable(found) == _comparable(client.runs(experiment_id, with_tag))
+        assert len(found) == (1 if with_tag else 2)
+    wanted = {run.mlflow_id: set(run.metrics) for run in sql.runs(experiment_id)}
+    assert wanted[recorder.runs[first.run_id].mlflow_id] >= {"train/loss", "eval/loss"}
+    points = [{run: sorted(p) for run, p in reader.metric_points(wanted).items()} for reader in (sql, client)]
+    assert _comparable(points[0]) == _comparable(points[1])
+    assert [
+        value for key, *_, value in points[0][recorder.runs[first.run_id].mlflow_id] if key == "eval/loss"
+    ]
+    assert {key for run in sql.runs(experiment_id, param_keys=["N", "D"]) for key in run.params} == {"N", "D"}
+    from_store = store.runs(experiment_id)
+    assert from_store[second.run_id].reason == "worker died" and from_store[second.run_id].attempts == 3
+    assert math.isnan(from_store[second.run_id].metrics["eval/loss"])
+
+
+def test_the_tables_read_are_columns_of_mlflows_schema():
+    """``trainers.store_reader`` declares the columns it reads; MLflow owns the schema."""
+    from mlflow.store.tracking.dbmodels.models import Base
+
+    from trainers import store_reader
+
+    for table in store_reader.TABLES:
+        theirs = Base.metadata.tables[table.name]
+        for column in table.columns:
+            assert column.name in theirs.columns, f"{table.name}.{column.name}"
+            assert column.type.python_type is theirs.columns[column.name].type.python_type, column
 
 
 def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, monkeypatch, mlflow_template):
@@ -403,6 +427,22 @@ def test_cancel_marks_only_open_runs_and_status_counts_them(tmp_path, grid_specs
     assert recorder.flush()
     recorder._last_cancel_poll = 0.0
     assert recorder.cancel_requests() == set()
+
+
+def test_status_reads_an_sql_store_without_importing_mlflow(tmp_path, grid_specs, mlflow_template):
+    """Importing MLflow takes seconds, more than ``gammaray status`` needs for a 1,000-run grid."""
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    recorder = Recorder(uri, "rec", grid_specs, warn=print)
+    assert recorder.open()
+    recorder.set_state(grid_specs[0].run_id, "finished")
+    assert recorder.flush()
+    code = (
+        "import sys; from orchestrator.tracking.status import grid_status; "
+        f"document = grid_status({uri!r}, 'rec'); "
+        "print(document['counts']['finished'], document['runs'][0]['preset'], 'mlflow' in sys.modules)"
+    )
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert shown.stdout.split() == ["1", "tiny", "False"]
 
 
 def test_status_without_a_store_is_a_one_line_error(tmp_path):
