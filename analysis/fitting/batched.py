@@ -11,6 +11,16 @@ Levenberg–Marquardt damping per resample keeps every accepted step downhill; p
 projected onto the same box as the L-BFGS-B fit. Resamples that do not converge are
 returned as such and refitted one by one by the caller.
 
+IRLS converges only linearly on this loss: with δ = 1e-3 most residuals lie outside δ, where
+its curvature c_i = w_i/|r_i| stands in for the Huber loss's own, which is 0 there. Along a
+flat E–A–α ridge that takes thousands of steps. So once an accepted step gains less than
+``_NEWTON_GAIN`` (relative), a fit is in its basin and switches to (nearly) the Huber loss's
+own curvature: points outside δ keep ``_OUTSIDE_CURVATURE`` of their IRLS weight, enough to
+keep the system well posed. That finish is Newton's, and converges in a few steps once the
+points inside δ settle. Switching from the start instead would be faster still, but lands in
+another local optimum in a few resamples in a thousand; after the switch, on the scale
+benchmark's bootstraps, no draw ended higher and seven ended lower than with IRLS alone.
+
 The model is evaluated once per distinct design row (:class:`analysis.fitting.objective.Design`:
 the seeds of a cell share it), and each row's Jacobian is kept to its 1 + 2k nonzero entries.
 """
@@ -22,6 +32,9 @@ from typing import NamedTuple
 import numpy as np
 
 from analysis.fitting.objective import HUBER_DELTA, Design, Layout, huber_values
+
+_NEWTON_GAIN = 1e-5
+_OUTSIDE_CURVATURE = 1e-2
 
 
 def _group_columns(layout: Layout, k: int) -> list[np.ndarray]:
@@ -111,14 +124,17 @@ def batched_refit(
     damping = np.full(n_fits, 1e-3)
     done = np.zeros(n_fits, dtype=bool)
     converged = np.zeros(n_fits, dtype=bool)
+    newton = np.zeros(n_fits, dtype=bool)  # in its basin: the Huber loss's own curvature
     eye = np.eye(n_params)
     for _ in range(max_iter):
         active = np.flatnonzero(~done)
         if active.size == 0:
             break
         r, w = resid[active], weights[active]
-        c = w * np.minimum(1.0 / delta, 1.0 / np.maximum(np.abs(r), 1e-300)) / w_sum[active]
-        grad, hess = _normal_equations(design, columns, soft[active], c * r, c, n_params)
+        abs_r = np.abs(r)
+        c = w * np.minimum(1.0 / delta, 1.0 / np.maximum(abs_r, 1e-300)) / w_sum[active]
+        curvature = np.where(newton[active, None] & (abs_r > delta), _OUTSIDE_CURVATURE * c, c)
+        grad, hess = _normal_equations(design, columns, soft[active], c * r, curvature, n_params)
         small_grad = np.max(np.abs(grad), axis=1) < 1e-12
         diag = np.einsum("kpp->kp", hess)
         system = hess + (damping[active][:, None] * np.maximum(diag, 1e-12))[:, :, None] * eye + 1e-14 * eye
@@ -138,6 +154,7 @@ def batched_refit(
         value[accept] = t_value[better]
         damping[accept] = np.maximum(damping[accept] * 0.3, 1e-12)
         damping[active[~better]] *= 10.0
+        newton[accept[gain[better] <= _NEWTON_GAIN * np.maximum(t_value[better], 1e-300)]] = True
         # Stationary: negligible gradient, or an accepted step that changes neither the
         # objective (relative f_tol) nor the parameters (x_tol).
         settled = small_grad | (better & (gain <= f_tol * np.maximum(t_value, 1e-300)) & (moved < x_tol))
