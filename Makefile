@@ -42,7 +42,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
 # Benchmarks (timings live in BENCHMARKS.md, never in tests). `bench` runs the CPU suite
-# (≤ 15 minutes) and rewrites its results; `bench-quick` (≤ 3 minutes) prints the headline
+# (≤ 15 minutes) and rewrites its results; `bench-quick` (about 3.5 minutes) prints the headline
 # figures as one JSON line; `bench-gpu` needs a CUDA GPU and a CUDA build of torch; `bench-scale`
 # times the commands on grids of 100 to 10,000 points.
 bench: setup

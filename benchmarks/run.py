@@ -1,6 +1,6 @@
 """The benchmark suite: every benchmark of this folder, each in a fresh process, and a summary.
 
-    python benchmarks/run.py --quick        # `make bench-quick`: ≤ 3 minutes on 2 cores
+    python benchmarks/run.py --quick        # `make bench-quick`: about 3.5 minutes on 2 cores
     python benchmarks/run.py --write        # `make bench`: the CPU suite; rewrites BENCHMARKS.md
     python benchmarks/run.py --gpu --write  # `make bench-gpu`: on a machine with a CUDA GPU
     python benchmarks/run.py --scale --write  # `make bench-scale`: 100 to 10,000-point grids
@@ -36,11 +36,11 @@ QUICK = {
     "trainer": ["--sizes", "tiny,1m", "--steps", "10", "--repeats", "3"],
     "fit": ["--naive-resamples", "2", "--lbfgsb-resamples", "20"],
     "diagnostics": ["--sizes", "tiny", "--steps", "100", "--repeats", "1", "--on-only"],
-    "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "4"],
+    "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "4", "--repeats", "3"],
 }
 FULL = {
     "trainer": ["--sizes", "tiny,1m,5m", "--steps", "30", "--repeats", "3", "--deepspeed", "--compile", "1m"],
-    "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "8"],
+    "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "8", "--repeats", "3"],
     "fit": [],
     "diagnostics": ["--sizes", "tiny,100k", "--steps", "100", "--repeats", "1"],
     "data": [],
