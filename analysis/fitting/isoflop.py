@@ -60,15 +60,14 @@ def has_iso_flop_slices(train_flops: np.ndarray, n_params: np.ndarray) -> bool:
 def _parabola_min(
     log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray
 ) -> tuple[float, float, np.ndarray] | None:
-    """(argmin of log x, loss at it, coefficients) of a weighted parabola; None without a minimum."""
-    use = weights > 0
-    if n_distinct(np.exp(log_x[use])) < MIN_DISTINCT_N:
+    """(argmin of log x, loss at it, coefficients in powers of log x, highest first) of one
+    weighted parabola (:func:`_parabolas`); None without a minimum."""
+    coef, center = _parabolas(log_x, loss, weights[None, :])
+    c2, c1, c0 = coef[0]
+    if not np.all(np.isfinite(coef)) or c2 <= 0:
         return None
-    coef = np.polyfit(log_x[use], loss[use], 2, w=np.sqrt(weights[use]))
-    if not np.all(np.isfinite(coef)) or coef[0] <= 0:
-        return None
-    x_opt = -coef[1] / (2 * coef[0])
-    return float(x_opt), float(np.polyval(coef, x_opt)), coef
+    in_log_x = np.array([c2, c1 - 2 * c2 * center, c2 * center**2 - c1 * center + c0])
+    return float(center - c1 / (2 * c2)), float(c0 - c1 * c1 / (4 * c2)), in_log_x
 
 
 def isoflop_core(
@@ -119,35 +118,21 @@ def isoflop_core(
                 "the minimum lies outside the measured sizes (extrapolated)" if extrapolated else None,
             )
         )
-    good = [s for s in slices if s.ok]
-    params = {p: float("nan") for p in FORM_PARAMS["isoflop"]}
-    if len(good) >= 2:
-        log_c = np.log([s.train_flops for s in good])
-        a, log_kn = np.polyfit(log_c, np.log([s.n_opt for s in good]), 1)
-        b, log_kd = np.polyfit(log_c, np.log([s.tokens_opt for s in good]), 1)
-        # A resample through two nearby budgets can have an extreme slope, and its coefficient
-        # overflows to inf: a draw the percentile interval takes as it is, not a fault to print.
-        with np.errstate(over="ignore"):
-            params = {
-                "a": float(a),
-                "b": float(b),
-                "N_coef": float(np.exp(log_kn)),
-                "D_coef": float(np.exp(log_kd)),
-            }
+    # The line through the slices' minima: the same least squares as every bootstrap draw's.
+    drawn = isoflop_draws(n_params, tokens, train_flops, loss, weights[None, :])
+    params = {p: float(drawn[p][0]) for p in FORM_PARAMS["isoflop"]}
     return params, slices
 
 
 def isoflop_draws(
     n_params: np.ndarray, tokens: np.ndarray, train_flops: np.ndarray, loss: np.ndarray, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """:func:`isoflop_core`'s parameters for K weightings of the same runs at once: ``weights``
-    is (K, n) (bootstrap multiplicities), each parameter a (K,) array, NaN where fewer than two
-    slices have a minimum.
+    """The IsoFLOP parameters ``a, b, N_coef, D_coef`` for K weightings of the same runs at
+    once: ``weights`` is (K, n) (bootstrap multiplicities; :func:`isoflop_core` passes one row),
+    each parameter a (K,) array, NaN where fewer than two slices have a minimum.
 
-    Each slice's weighted parabolas are solved from their normal equations in log N (log D)
-    centered on the slice, which for three coefficients are as exact as the least squares of
-    :func:`isoflop_core`; the line through the minima is the least squares over each draw's
-    slices that have one.
+    Each slice's weighted parabolas in log N and log D come from :func:`_parabolas`; the line
+    through their minima is the least squares over each draw's slices that have one.
     """
     labels, centers, usable = iso_flop_labels(train_flops, n_params)
     n_fits = weights.shape[0]
@@ -175,24 +160,37 @@ def isoflop_draws(
     return out
 
 
-def _parabola_minima(log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The argmin of a weighted parabola in ``log_x`` for each row of ``weights`` (K, n): NaN
-    where the drawn points hold fewer than three distinct values or the parabola opens down."""
+def _parabolas(log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """The weighted least-squares parabola c2·u² + c1·u + c0 in u = log x − center for each row
+    of ``weights`` (K, n): its coefficients (K, 3), NaN where the drawn points hold fewer than
+    three distinct values, and the center (the mean of ``log_x``).
+
+    Solved from the normal equations in the centered u, which for three coefficients are as
+    exact as a QR least squares (``np.polyfit``) and take every row at once.
+    """
     distinct = np.unique(np.round(log_x / 1e-3), return_inverse=True)[1].reshape(-1)
     drawn = (weights > 0).astype(float) @ (distinct[:, None] == np.arange(distinct.max() + 1)[None, :])
-    x = log_x - log_x.mean()
-    powers = x[None, :] ** np.arange(5)[:, None]  # (5, n): 1, x, …, x⁴
-    s = weights @ powers.T  # (K, 5): Σ w·x^k
-    t = weights @ (powers[:3] * loss[None, :]).T  # (K, 3): Σ w·x^k·y
+    center = float(log_x.mean())
+    powers = (log_x - center)[None, :] ** np.arange(5)[:, None]  # (5, n): 1, u, …, u⁴
+    s = weights @ powers.T  # (K, 5): Σ w·u^k
+    t = weights @ (powers[:3] * loss[None, :]).T  # (K, 3): Σ w·u^k·y
     system = np.stack([s[:, [4, 3, 2]], s[:, [3, 2, 1]], s[:, [2, 1, 0]]], axis=1)  # rows for (c2, c1, c0)
     rhs = t[:, [2, 1, 0]]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        enough = (drawn > 0).sum(axis=1) >= MIN_DISTINCT_N
-        coef = np.full((len(weights), 3), np.nan)
-        if enough.any():
+    enough = (drawn > 0).sum(axis=1) >= MIN_DISTINCT_N
+    coef = np.full((len(weights), 3), np.nan)
+    if enough.any():
+        with np.errstate(invalid="ignore", divide="ignore"):
             coef[enough] = np.linalg.solve(system[enough], rhs[enough][..., None])[..., 0]
+    return coef, center
+
+
+def _parabola_minima(log_x: np.ndarray, loss: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The argmin in ``log_x`` of each row's parabola (:func:`_parabolas`): NaN where it has
+    none (too few distinct points, or it opens down)."""
+    coef, center = _parabolas(log_x, loss, weights)
+    with np.errstate(invalid="ignore", divide="ignore"):
         opens_up = np.isfinite(coef).all(axis=1) & (coef[:, 0] > 0)
-        return np.where(enough & opens_up, log_x.mean() - coef[:, 1] / (2 * coef[:, 0]), np.nan)
+        return np.where(opens_up, center - coef[:, 1] / (2 * coef[:, 0]), np.nan)
 
 
 def fit_isoflop(

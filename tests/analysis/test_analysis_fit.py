@@ -8,8 +8,8 @@ from scipy.optimize import approx_fprime
 
 from analysis.fitting.batched import batched_refit
 from analysis.fitting.bootstrap import bootstrap_fit, resample_weights
-from analysis.fitting.fit import design, fit_power_law, loss_d, loss_n, loss_nd
-from analysis.fitting.isoflop import fit_isoflop, isoflop_core, isoflop_draws
+from analysis.fitting.fit import design, fit_power_law, loss_d, loss_n, loss_nd, n_distinct
+from analysis.fitting.isoflop import fit_isoflop, iso_flop_labels, isoflop_core, isoflop_draws
 from analysis.fitting.objective import (
     Layout,
     huber_lse_objective,
@@ -68,17 +68,46 @@ def test_one_variable_fits_recover_their_exponent(form):
     assert result.ok and result.params["E"] == pytest.approx(2.0, rel=0.05)
 
 
-def test_isoflop_draws_equal_the_fits_made_one_weighting_at_a_time():
+def _polyfit_isoflop(n, d, c, loss, w) -> dict[str, float]:
+    """The IsoFLOP parameters of one weighting by ``np.polyfit``, as the method is published: a
+    weighted parabola in log N and in log D per budget, a line through their minima."""
+    labels, centers, usable = iso_flop_labels(c, n)
+    log_c, log_n, log_d = [], [], []
+    for j in usable:
+        drawn = (labels == j) & (w > 0)
+        if n_distinct(n[drawn]) < 3:
+            continue
+        fits = [np.polyfit(np.log(x[drawn]), loss[drawn], 2, w=np.sqrt(w[drawn])) for x in (n, d)]
+        if all(c2 > 0 for c2, _, _ in fits):
+            log_c.append(np.log(centers[j]))
+            log_n.append(-fits[0][1] / (2 * fits[0][0]))
+            log_d.append(-fits[1][1] / (2 * fits[1][0]))
+    if len(log_c) < 2:
+        return dict.fromkeys(("a", "b", "N_coef", "D_coef"), np.nan)
+    (a, log_kn), (b, log_kd) = np.polyfit(log_c, log_n, 1), np.polyfit(log_c, log_d, 1)
+    return {"a": a, "b": b, "N_coef": np.exp(log_kn), "D_coef": np.exp(log_kd)}
+
+
+def test_isoflop_fits_and_draws_are_the_published_least_squares():
     frame = isoflop_runs(seed=2)
     n, d, c, loss = (frame[k].to_numpy(float) for k in ("N", "D", "FLOPs", "loss"))
     weights = resample_weights(len(loss), 200, np.random.default_rng(0))
     weights[0] = 0.0  # nothing drawn: no slice has a minimum
     draws = isoflop_draws(n, d, c, loss, weights)
+    reference = [_polyfit_isoflop(n, d, c, loss, w) for w in weights]
+    params, slices = isoflop_core(n, d, c, loss, np.ones(len(loss)))
     for name in ("a", "b", "N_coef", "D_coef"):
-        one_by_one = np.array([isoflop_core(n, d, c, loss, w)[0][name] for w in weights])
-        np.testing.assert_array_equal(np.isfinite(draws[name]), np.isfinite(one_by_one))
-        assert np.isfinite(one_by_one).sum() > 150
-        np.testing.assert_allclose(draws[name], one_by_one, rtol=1e-9)
+        expected = np.array([r[name] for r in reference])
+        np.testing.assert_array_equal(np.isfinite(draws[name]), np.isfinite(expected))
+        assert np.isfinite(expected).sum() > 150
+        np.testing.assert_allclose(draws[name], expected, rtol=1e-9)
+        assert params[name] == pytest.approx(
+            _polyfit_isoflop(n, d, c, loss, np.ones(len(loss)))[name], rel=1e-9
+        )
+    labels, _, usable = iso_flop_labels(c, n)
+    for j, found in zip(usable, slices, strict=True):
+        members = labels == j
+        np.testing.assert_allclose(found.coef_n, np.polyfit(np.log(n[members]), loss[members], 2), rtol=1e-9)
 
 
 def test_isoflop_recovers_compute_optimal_exponents():
