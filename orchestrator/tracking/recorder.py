@@ -36,9 +36,9 @@ from trainers.run_folder import METRICS_FILE, RUN_FILES
 
 CANCEL_POLL_S = 5.0  # how often the driver asks the store for cancellation requests
 HEARTBEAT_S = 10.0
-# How often running runs' new metrics go to the store. A ``log_batch`` into MLflow's SQL store
-# costs the driver tens of milliseconds however few its metrics (it reads the run's existing
-# ones), CPU taken from the runs on a small machine; a run that ends is logged at once.
+# How often running runs' new metrics go to the store. Each batch costs the driver a
+# transaction and its queries however few its metrics, CPU taken from the runs on a small
+# machine; a run that ends is logged at once.
 METRICS_S = 5.0
 
 

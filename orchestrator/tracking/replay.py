@@ -3,8 +3,8 @@
 Every run's main process writes ``metrics.jsonl`` (``trainers.callbacks.JsonlLogger``): records
 ``{"kind": "train" | "eval" | "start" | "end", "step", ...}`` in step order. The driver turns
 records into metrics and logs them together with a *cursor* (the last train and eval step logged,
-and whether the end record was) in one MLflow ``log_batch`` call, so the metrics and the cursor
-are written together or not at all. Replaying a file therefore never duplicates a metric:
+and whether the end record was) in one batch, which ``orchestrator.tracking.store.Store.log``
+stores all or nothing. Replaying a file therefore never duplicates a metric:
 whatever the store already holds is below the cursor. A resumed run rewrites steps past its
 checkpoint; the cursor skips them (they carry the same losses, the resume being exact; the store
 keeps the first attempt's throughput for them).

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from orchestrator.errors import TrackingError
+from orchestrator.tracking import sql_log
 from orchestrator.tracking.replay import Cursor, Metric
 from trainers.run_folder import RESULT_STATES, sqlite_path
 from trainers.store_reader import StoreReader, TrackedRun
@@ -99,7 +100,8 @@ class Store:
     """A small, retrying front to the tracking store for the calls gammaray makes.
 
     Reads go through :class:`trainers.store_reader.StoreReader` (an SQL store's tables, so a
-    read-only command such as ``gammaray status`` never imports MLflow); writes go through
+    read-only command such as ``gammaray status`` never imports MLflow). Metric points and
+    tags go into an SQL store's tables too (:meth:`log`); the other writes go through
     ``MlflowClient``, created on first use.
     """
 
@@ -210,16 +212,20 @@ class Store:
         _retry(self.client.log_batch, mlflow_id, params=chunks[-1], tags=[RunTag(TAG_PARAMS, "1")])
 
     def log(self, mlflow_id: str, metrics: Iterable[Metric] = (), tags: dict[str, str] | None = None) -> None:
-        """Metrics and tags in one ``log_batch`` call: stored together or not at all."""
+        """Metrics and tags stored together or not at all: in one transaction in an SQL store
+        (``orchestrator.tracking.sql_log``), in one ``log_batch`` call to a server."""
+        now = int(time.time() * 1000)
+        if self.reader.engine is not None:
+            points = [(key, value, now, step) for key, value, step in metrics]
+            _retry(sql_log.log_batch, self.reader.engine, mlflow_id, points, tags or {})
+            return
         from mlflow.entities import Metric as MlflowMetric
         from mlflow.entities import RunTag
 
-        now = int(time.time() * 1000)
-        entities = [MlflowMetric(key, value, now, step) for key, value, step in metrics]
         _retry(
             self.client.log_batch,
             mlflow_id,
-            metrics=entities,
+            metrics=[MlflowMetric(key, value, now, step) for key, value, step in metrics],
             tags=[RunTag(k, v) for k, v in (tags or {}).items()],
         )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing
 import subprocess
 import sys
@@ -298,6 +299,96 @@ def test_the_tables_read_are_columns_of_mlflows_schema():
         for column in table.columns:
             assert column.name in theirs.columns, f"{table.name}.{column.name}"
             assert column.type.python_type is theirs.columns[column.name].type.python_type, column
+
+
+# Batches as the driver sends them, with the edge cases of MLflow's rules: NaN and ±inf, a point
+# sent twice in one batch, a point sent again later, a later batch with an earlier step, equal
+# steps told apart by the timestamp, then by the value, and a tag changed.
+_BATCHES = [
+    (
+        [("loss", 3.0, 10, 1), ("loss", 2.5, 10, 2), ("loss", 2.5, 10, 2), ("gap", math.nan, 10, 2),
+         ("big", math.inf, 10, 1), ("small", -math.inf, 10, 1)],
+        {"gammaray.logged": "1", "note": "a"},
+    ),
+    (
+        [("loss", 2.0, 20, 3), ("loss", 2.5, 10, 2), ("gap", 0.5, 20, 1), ("big", 1.0, 20, 1),
+         ("small", 5.0, 10, 1), ("tie", 1.0, 30, 4), ("tie", 2.0, 30, 4)],
+        {"gammaray.logged": "2", "note": "b"},
+    ),
+    ([("loss", 1.0, 15, 3), ("tie", 0.5, 30, 4)], {"gammaray.logged": "3"}),
+]  # fmt: skip
+
+
+def _run_rows(uri: str, mlflow_id: str) -> dict[str, list[tuple]]:
+    """Every row the store holds for a run in the tables a batch writes, run id left out."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(uri)
+    found = {}
+    with engine.connect() as connection:
+        for table in ("metrics", "latest_metrics", "tags"):
+            rows = connection.execute(text(f"SELECT * FROM {table} WHERE run_uuid = :id"), {"id": mlflow_id})
+            found[table] = sorted(
+                tuple(v for k, v in row._mapping.items() if k != "run_uuid") for row in rows
+            )
+    engine.dispose()
+    return found
+
+
+def test_a_batch_writes_the_rows_mlflows_log_batch_writes(tmp_path, mlflow_template):
+    """``sql_log.log_batch`` (the driver's writes to an SQL store) against MLflow's own
+    ``log_batch`` on a second store: the same rows in every table it touches."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.tracking import MlflowClient
+
+    from orchestrator.tracking import sql_log
+
+    found = []
+    for name in ("ours", "mlflow"):
+        uri = fresh_store(mlflow_template, tmp_path / name / "mlflow.db")
+        store = Store(uri)
+        run = store.create_run(store.experiment_id("rows", create=True), "rows", "r", "r", {"N": "1"})
+        client = MlflowClient(tracking_uri=uri)
+        for points, tags in _BATCHES:
+            if name == "ours":
+                sql_log.log_batch(store.reader.engine, run.mlflow_id, points, tags)
+            else:
+                metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in points]
+                client.log_batch(run.mlflow_id, metrics=metrics, tags=[RunTag(k, v) for k, v in tags.items()])
+        found.append(_run_rows(uri, run.mlflow_id))
+    ours, theirs = found
+    assert ours == theirs
+    latest = {row[0]: row[1:] for row in ours["latest_metrics"]}  # key: (value, timestamp, step, is_nan)
+    assert latest["loss"] == (2.0, 20, 3, False) and latest["tie"] == (2.0, 30, 4, False)
+    assert len(ours["metrics"]) == 13  # the repeated point once
+
+
+def test_a_batch_that_fails_midway_stores_nothing_and_a_deleted_run_takes_none(tmp_path, mlflow_template):
+    """A batch's metrics and the cursor tag that covers them are stored together or not at all:
+    here the database itself refuses the cursor, after the metrics were inserted."""
+    from sqlalchemy import create_engine, text
+
+    from orchestrator.errors import TrackingError
+
+    uri = fresh_store(mlflow_template, tmp_path / "mlflow.db")
+    store = Store(uri)
+    run = store.create_run(store.experiment_id("atomic", create=True), "atomic", "r", "r", {})
+    engine = create_engine(uri)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse_cursor BEFORE INSERT ON tags WHEN NEW.key = 'gammaray.logged' "
+                "BEGIN SELECT RAISE(ABORT, 'cursor refused'); END"
+            )
+        )
+    with pytest.raises(Exception, match="cursor refused"):
+        store.log(run.mlflow_id, [("train/loss", 1.0, 0), ("eval/loss", 2.0, 0)], {"gammaray.logged": "{}"})
+    assert _run_rows(uri, run.mlflow_id)["metrics"] == []
+    assert _run_rows(uri, run.mlflow_id)["latest_metrics"] == []
+    store.client.delete_run(run.mlflow_id)
+    with pytest.raises(TrackingError, match="deleted run"):
+        store.log(run.mlflow_id, [("train/loss", 1.0, 0)])
+    engine.dispose()
 
 
 def test_a_failed_log_call_loses_and_duplicates_nothing(tmp_path, grid_specs, monkeypatch, mlflow_template):
