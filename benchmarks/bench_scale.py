@@ -14,8 +14,8 @@ point of the grid gets a copy of its history (about 1,100 points: ten evals with
 metrics, the train records), its eval losses rescaled to a known L(N, D) per setting so that
 the fits have something to find. Runs, params, tags, states and each metric's latest point go
 through the driver's own ``orchestrator.tracking.store.Store``; the rest of each history is
-inserted as rows, since MLflow's ORM takes about 0.4 ms a point (1,000 runs would take seven
-minutes to fill). The driver's own replay of finished runs into a fresh store is timed at the
+inserted as rows in bulk (the driver's batched writes, at about 35 µs a point, would take half
+a minute for 1,000 runs; ``bench_store_writes.py`` times them). The driver's own replay of finished runs into a fresh store is timed at the
 smallest store size (``replay``: ``gammaray submit`` on a grid whose runs are all done).
 
 The reference, in the same run: the same commands on a 1-point grid, the fixed cost of a
@@ -192,10 +192,9 @@ def fill_store(uri: str, grid: str, specs: list) -> float:
     The driver's Store creates the runs (params, tags) and logs each metric's last point (which
     MLflow keeps as the run's latest value); the earlier points are inserted as rows.
     """
-    from mlflow.store.tracking.dbmodels.models import SqlMetric
-
     from orchestrator.tracking.replay import pending_batches, read_records
     from orchestrator.tracking.store import TAG_ARTIFACTS, TAG_CURSOR, Store
+    from trainers import store_reader
 
     started = time.perf_counter()
     store = Store(uri)
@@ -219,10 +218,9 @@ def fill_store(uri: str, grid: str, specs: list) -> float:
         tags = {TAG_CURSOR: cursor.to_tag(), TAG_ARTIFACTS: "1"} if cursor else {}
         store.log(stored.mlflow_id, [(k, v, s) for k, (v, s) in last.items()], tags=tags)
         store.set_state(stored, "finished", None)
-    engine = store.client._tracking_client.store.engine
-    with engine.begin() as connection:
+    with store.reader.engine.begin() as connection:
         for start in range(0, len(rows), 50_000):
-            connection.execute(SqlMetric.__table__.insert(), rows[start : start + 50_000])
+            connection.execute(store_reader.metrics.insert(), rows[start : start + 50_000])
     return time.perf_counter() - started
 
 

@@ -41,6 +41,7 @@ QUICK = {
 FULL = {
     "trainer": ["--sizes", "tiny,1m,5m", "--steps", "30", "--repeats", "3", "--deepspeed", "--compile", "1m"],
     "orchestration": ["--runs", "16", "--tokens", "250000", "--alone-sample", "8", "--repeats", "3"],
+    "store_writes": [],
     "fit": [],
     "diagnostics": ["--sizes", "tiny,100k", "--steps", "100", "--repeats", "1"],
     "data": [],
