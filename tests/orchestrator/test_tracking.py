@@ -21,7 +21,8 @@ from orchestrator.tracking.recorder import Recorder
 from orchestrator.tracking.replay import Cursor, JsonlTail, pending_batches, record_metrics
 from orchestrator.tracking.status import grid_status, request_cancel
 from orchestrator.tracking.store import Store
-from tests.orchestrator.conftest import fresh_store, write_grid
+from tests.orchestrator.conftest import free_port, fresh_store, write_grid
+from tests.orchestrator.postgres import postgres_bin, start_postgres
 from trainers.callbacks import read_jsonl
 from trainers.store_reader import StoreReader
 
@@ -335,7 +336,23 @@ def _run_rows(uri: str, mlflow_id: str) -> dict[str, list[tuple]]:
     return found
 
 
-def test_a_batch_writes_the_rows_mlflows_log_batch_writes(tmp_path, mlflow_template):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_sql_store(request, tmp_path, mlflow_template):
+    """A factory of empty MLflow SQL stores, name → tracking URI: SQLite files, or the
+    databases of a private PostgreSQL server."""
+    if request.param == "sqlite":
+        yield lambda name: fresh_store(mlflow_template, tmp_path / name / "mlflow.db")
+        return
+    if postgres_bin() is None:
+        pytest.skip("PostgreSQL (Debian package 'postgresql') is not installed")
+    server = start_postgres(free_port())
+    try:
+        yield server.create_database
+    finally:
+        server.stop()
+
+
+def test_a_batch_writes_the_rows_mlflows_log_batch_writes(new_sql_store):
     """``sql_log.log_batch`` (the driver's writes to an SQL store) against MLflow's own
     ``log_batch`` on a second store: the same rows in every table it touches."""
     from mlflow.entities import Metric, RunTag
@@ -345,7 +362,7 @@ def test_a_batch_writes_the_rows_mlflows_log_batch_writes(tmp_path, mlflow_templ
 
     found = []
     for name in ("ours", "mlflow"):
-        uri = fresh_store(mlflow_template, tmp_path / name / "mlflow.db")
+        uri = new_sql_store(name)
         store = Store(uri)
         run = store.create_run(store.experiment_id("rows", create=True), "rows", "r", "r", {"N": "1"})
         client = MlflowClient(tracking_uri=uri)
