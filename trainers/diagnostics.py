@@ -188,31 +188,24 @@ def variance_share(samples: torch.Tensor, ks: Sequence[int]) -> dict[int, float]
 
 
 @torch.no_grad()
-def attention_sink_mass(model: nn.Module, tokens: torch.Tensor) -> dict[str, float]:
-    """Mean attention probability on position 0 per attention module of ``model`` (named by its
-    module path), over the batch, the heads and query positions 1..T-1 of ``tokens`` (B, T)."""
-    modules = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)]
-    try:
-        for _, module in modules:
-            module.record_first_position = True
-        model(tokens)
-        return {name: float(m.first_position_mass[..., 1:].mean()) for name, m in modules}  # type: ignore[index]
-    finally:
-        for _, module in modules:
-            module.record_first_position = False
-            module.first_position_mass = None
+def sink_and_norm_saturation(
+    model: nn.Module, tokens: torch.Tensor
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Two measurements from one forward of ``tokens`` (B, T), each keyed by module path:
 
+    - per attention module, the attention-sink mass: the mean probability on position 0 over
+      the batch, the heads and query positions 1..T-1;
+    - per RMSNorm, the mean over the tokens of mean(x²) of its input, and of ε / (mean(x²) + ε).
 
-@torch.no_grad()
-def norm_saturation(model: nn.Module, tokens: torch.Tensor) -> dict[str, tuple[float, float]]:
-    """Per RMSNorm of ``model`` (named by its module path): the mean over the tokens of ``tokens``
-    (B, T) of mean(x²) of its input, and of ε / (mean(x²) + ε)."""
-    found: dict[str, tuple[float, float]] = {}
+    The forward's output is what it would be otherwise, and the model is left as it was.
+    """
+    attention = [(name, m) for name, m in model.named_modules() if isinstance(m, Attention)]
+    norms: dict[str, tuple[float, float]] = {}
 
     def hook(name: str, eps: float):
         def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
             ms = inputs[0].float().pow(2).mean(-1)  # (B, T)
-            found[name] = (float(ms.mean()), float((eps / (ms + eps)).mean()))
+            norms[name] = (float(ms.mean()), float((eps / (ms + eps)).mean()))
 
         return record
 
@@ -222,11 +215,17 @@ def norm_saturation(model: nn.Module, tokens: torch.Tensor) -> dict[str, tuple[f
         if isinstance(m, RMSNorm)
     ]
     try:
+        for _, module in attention:
+            module.record_first_position = True
         model(tokens)
+        sink = {name: float(m.first_position_mass[..., 1:].mean()) for name, m in attention}  # type: ignore[index]
     finally:
         for handle in handles:
             handle.remove()
-    return found
+        for _, module in attention:
+            module.record_first_position = False
+            module.first_position_mass = None
+    return sink, norms
 
 
 # ---- the model's matrices -----------------------------------------------------------------------
@@ -344,11 +343,10 @@ class WeightDiagnostics:
                 metrics[f"diag/spectrum_top{k}/embed"] = share
         if self.sink_tokens is not None:
             device = next(model.parameters()).device
-            sink = attention_sink_mass(model, self.sink_tokens.to(device))
+            sink, norms = sink_and_norm_saturation(model, self.sink_tokens.to(device))
             metrics |= {f"diag/attn_sink/{name}": value for name, value in sink.items()}
             if sink:
                 metrics["diag/attn_sink/all"] = sum(sink.values()) / len(sink)
-            norms = norm_saturation(model, self.sink_tokens.to(device))
             for name, (ms, share) in norms.items():
                 metrics[f"diag/norm_ms/{name}"] = ms
                 metrics[f"diag/norm_eps_share/{name}"] = share

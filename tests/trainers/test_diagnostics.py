@@ -13,10 +13,9 @@ from trainers.diagnostics import (
     DiagConfig,
     EvalSchedule,
     aggregate,
-    attention_sink_mass,
     cosine_metrics,
-    norm_saturation,
     per_matrix_metrics,
+    sink_and_norm_saturation,
     spectral_metrics,
     variance_share,
     weight_matrices,
@@ -108,23 +107,24 @@ def test_attention_sink_with_uniform_attention_is_the_mean_of_one_over_position(
     for block in model.blocks:
         torch.nn.init.zeros_(block.attn.k_proj.weight)  # equal scores: query t spreads 1/(t+1) over t+1 keys
     tokens = torch.randint(16, 200, (3, 16), generator=gen(8))
-    sink = attention_sink_mass(model, tokens)
+    sink, _ = sink_and_norm_saturation(model, tokens)
     expected = sum(1 / (t + 1) for t in range(1, 16)) / 15
     assert set(sink) == {"blocks.0.attn", "blocks.1.attn"}
     for value in sink.values():
         assert value == pytest.approx(expected, rel=1e-5)
 
 
-def test_recording_the_sink_changes_neither_the_output_nor_leaves_state_behind():
+def test_recording_the_sink_and_the_norms_changes_neither_the_output_nor_leaves_state_behind():
     model = tiny_model("model.attn_gate=head")
     tokens = torch.randint(16, 200, (2, 16), generator=gen(9))
     with torch.no_grad():
         before = model(tokens)
-        sink = attention_sink_mass(model, tokens)
+        sink, norms = sink_and_norm_saturation(model, tokens)
         after = model(tokens)
     torch.testing.assert_close(before, after, rtol=0, atol=0)
     assert all(0.0 <= v <= 1.0 for v in sink.values())
     assert all(not b.attn.record_first_position and b.attn.first_position_mass is None for b in model.blocks)
+    assert len(norms) == 5 and not any(m._forward_pre_hooks for m in model.modules())  # 2 blocks × 2 + final
 
 
 def test_norm_saturation_is_the_share_of_the_normalizer_that_eps_takes():
@@ -135,7 +135,7 @@ def test_norm_saturation_is_the_share_of_the_normalizer_that_eps_takes():
     shares = {}
     for eps in (1e-12, 1e-5, 0.5):
         model = tiny_model("init.gamma=1.0", f"model.norm_eps={eps}")
-        found = norm_saturation(model, tokens)
+        _, found = sink_and_norm_saturation(model, tokens)
         assert set(found) == {
             "blocks.0.attn_norm",
             "blocks.0.mlp_norm",
