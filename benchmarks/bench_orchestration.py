@@ -9,10 +9,17 @@ In one process:
   grid   the same runs submitted with ``orchestrator.submit.run`` into a fresh workspace: Ray
          tasks, scheduling, the driver replaying every metric into MLflow, the final flush. Its
          makespan is ``run()``'s wall time.
+  together  runs trained ``slots`` at a time without Ray, one per process (each warmed up
+         first, all started at once), once before the grid and once after it: what the
+         machine itself charges for running that many at once (shared caches, memory
+         bandwidth, a host's hyperthreads), which no orchestrator can remove.
 The ideal makespan is mean(alone) × runs / slots, slots being the runs the grid runs at once
-here (two one-CPU runs on two cores). Ratio = makespan / ideal; the target is ≤ 1.15. The runs
-differ only in γ and seed, so they cost the same: ``--alone-sample K`` times K of them alone
-(spread over the grid) rather than all, to save time in the quick suite.
+here (two one-CPU runs on two cores). Ratio = makespan / ideal; the target is ≤ 1.05, the
+median over ``--repeats`` grids. ``contention`` = mean(together) / mean(alone), and
+``ratio_vs_together`` the makespan against mean(together) × runs / slots: the part of the
+ratio that is Ray's and the driver's. The runs differ only in γ and seed, so they cost the
+same: ``--alone-sample K`` times K of them alone (spread over the grid) rather than all, to
+save time in the quick suite.
 
 Three one-time costs are measured and reported but not counted, because a session pays them once,
 not per grid, and the reference runs in a warm process too: starting the local Ray cluster, its
@@ -122,6 +129,40 @@ def alone_seconds(specs: list) -> list[float]:
     return seconds
 
 
+def together_seconds(grid_file: Path, folder: Path, slots: int) -> list[float]:
+    """Seconds of each of ``slots`` runs trained at once, one per fresh process, each warmed up
+    before a common start (no Ray)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=_train_one_when_told, args=(grid_file, folder / f"p{i}", i, start, results))
+        for i in range(slots)
+    ]
+    for process in processes:
+        process.start()
+    ready = [results.get(timeout=300) for _ in processes]
+    assert ready == ["ready"] * slots, ready
+    start.set()
+    seconds = [results.get(timeout=600) for _ in processes]
+    for process in processes:
+        process.join()
+    return seconds
+
+
+def _train_one_when_told(grid_file: Path, folder: Path, index: int, start, results) -> None:
+    """A ``together_seconds`` process: warm up, say so, wait for the start, train run ``index``
+    of the grid (in this process's own workspace) and report its seconds."""
+    warm_up(grid_file, folder / "warm-up")
+    spec = alone_specs(grid_file, folder, None)[index]
+    results.put("ready")
+    start.wait()
+    began = time.perf_counter()
+    train_point(spec, attempt="together:1")
+    results.put(time.perf_counter() - began)
+
+
 def wait_for_warm_workers(slots: int) -> None:
     """Until the cluster's ``slots`` workers have done their imports: one more import task per
     slot, each queued behind a warm-up task for its CPU, ends only once those have."""
@@ -185,10 +226,11 @@ def measure(runs: int = 16, tokens: int = 250_000, repeats: int = 1, alone_sampl
         # Half of the reference before Ray starts and half after it stops: no Ray process takes
         # CPU from these runs, and the two halves bracket the grid in time.
         warm_up(grid_file, root_path / "warm-up")
-        alone = alone_seconds(before)
         capacity = Capacity.this_machine()
         with workspace(root_path / "probe"):
             slots = concurrent_runs(plan(grid_file).specs, capacity, 2)
+        alone = alone_seconds(before)
+        together = together_seconds(grid_file, root_path / "together-before", slots)
         start = time.perf_counter()
         cluster = connect(None, capacity, warm_workers=slots)  # as run() would; run() reuses this connection
         ray_start_s = time.perf_counter() - start
@@ -202,21 +244,36 @@ def measure(runs: int = 16, tokens: int = 250_000, repeats: int = 1, alone_sampl
             submitted = [grid_makespan(grid_file, folder) for folder in workspaces]
         finally:
             disconnect(cluster)
+        together += together_seconds(grid_file, root_path / "together-after", slots)
         alone += alone_seconds(after)
-    mean_alone = statistics.mean(alone)
+    mean_alone, mean_together = statistics.mean(alone), statistics.mean(together)
     ideal = mean_alone * runs / slots
     rows = []
     for repeat, grid in enumerate(submitted):
         makespan = grid["makespan_s"]
         # CPU the workers spent beyond the runs' own (task handling, two runs sharing caches).
         extra = grid["cpu_s_ray_workers"] - mean_alone * runs
-        rows.append({"ratio": makespan / ideal, **grid, "workers_extra_cpu_s": extra})
+        vs_together = makespan / (mean_together * runs / slots)
+        rows.append(
+            {
+                "ratio": makespan / ideal,
+                "ratio_vs_together": vs_together,
+                **grid,
+                "workers_extra_cpu_s": extra,
+            }
+        )
         print(f"repeat {repeat + 1}: makespan {makespan:.1f} s vs ideal {ideal:.1f} s "
-              f"({runs} runs × {mean_alone:.2f} s alone / {slots}) = {makespan / ideal:.3f}; CPU s: "
+              f"({runs} runs × {mean_alone:.2f} s alone / {slots}) = {makespan / ideal:.3f}; "
+              f"{vs_together:.3f} against runs {slots} at a time without Ray; CPU s: "
               + ", ".join(f"{k[6:]} {v:.1f}" for k, v in grid.items() if k.startswith("cpu_s_")),
               file=sys.stderr)  # fmt: skip
+    print(f"{slots} runs at once without Ray: {mean_together:.2f} s each, {mean_together / mean_alone:.3f}× "
+          "a run alone", file=sys.stderr)  # fmt: skip
     return {
         "orchestration_makespan_ratio": statistics.median(r["ratio"] for r in rows),
+        "ratio_vs_together": statistics.median(r["ratio_vs_together"] for r in rows),
+        "contention": mean_together / mean_alone,
+        "together_s": together,
         "runs": runs,
         "tokens_per_run": tokens,
         "slots": slots,
