@@ -117,7 +117,7 @@ def _update_latest(connection: Any, mlflow_id: str, rows: list[dict[str, Any]]) 
     if fresh:
         connection.execute(insert(latest_metrics), fresh)
     newer = [
-        {"run": mlflow_id, "name": key, **row}
+        {"run": mlflow_id, "name": key, **{k: row[k] for k in ("value", "timestamp", "step", "is_nan")}}
         for key, row in newest.items()
         if key in stored and order(row) > order(stored[key])
     ]
